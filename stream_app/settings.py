@@ -1,0 +1,216 @@
+"""Settings: every knob of one installation, read from ``DALLOSH_*`` variables.
+
+Precedence: explicit overrides (tests, CLI flags) > environment > optional YAML config
+file (``DALLOSH_CONFIG``, keys are the lowercase names without the prefix) > defaults.
+The README's configuration table is generated from :data:`SETTINGS` and a test keeps
+it in sync, so a new setting is documented the moment it is added here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+ENV_PREFIX = "DALLOSH_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the program cannot use (message names the variable)."""
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    name: str
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+
+    @property
+    def env_var(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+def _user_dir(xdg_var: str, fallback: str) -> Path:
+    base = os.environ.get(xdg_var) or str(Path.home() / fallback)
+    return Path(base) / "dallosh"
+
+
+def _number(raw: str, kind: type, ok: Callable[[Any], bool], expected: str) -> Any:
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"must be {expected}") from None
+    if not ok(value):
+        raise ValueError(f"must be {expected}")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    return _number(raw, int, lambda v: v > 0, "a positive integer")
+
+
+def _port(raw: str) -> int:
+    return _number(raw, int, lambda v: 0 <= v <= 65535, "a TCP port (0-65535)")
+
+
+def _positive_float(raw: str) -> float:
+    return _number(raw, float, lambda v: v > 0, "a positive number")
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec("data_dir", None, Path,
+                "All local state of one installation: broker data, embedded ClickHouse, "
+                "archives. Default `$XDG_DATA_HOME/dallosh` (`~/.local/share/dallosh`)."),
+    SettingSpec("cache_dir", None, Path,
+                "Per-user download cache shared by all data dirs (Kafka jars, model and "
+                "tokenizer files). Default `$XDG_CACHE_HOME/dallosh` (`~/.cache/dallosh`)."),
+    SettingSpec("config", None, Path,
+                "Optional YAML file with any of these settings (lowercase, no prefix)."),
+    SettingSpec("kafka_bootstrap", "", str,
+                "Bootstrap servers of an existing Kafka cluster. Empty: use the local "
+                "broker managed by `dallosh infra` on `kafka_port`."),
+    SettingSpec("kafka_port", 19092, _port, "Client port of the local broker (127.0.0.1)."),
+    SettingSpec("kafka_controller_port", 19093, _port,
+                "KRaft controller port of the local broker (127.0.0.1)."),
+    SettingSpec("kafka_heap", "512m", str, "Java heap cap of the local broker (-Xmx)."),
+    SettingSpec("kafka_version", "3.9.1", str,
+                "Apache Kafka release fetched from Maven Central for the local broker."),
+    SettingSpec("clickhouse_dsn", "", str,
+                "`chdb:///path` (embedded engine) or `http(s)://user:pass@host:8123/dallosh`. "
+                "Empty: embedded at `DATA_DIR/clickhouse`."),
+    SettingSpec("app_id", "dallosh", str,
+                "Faust application id: the Kafka consumer group of the workers."),
+    SettingSpec("partitions", 4, _positive_int,
+                "Partitions of the pipeline topics (the most workers that can share a stage)."),
+    SettingSpec("topic_raw", "tweets.raw", str, "Topic the connectors produce raw tweets to."),
+    SettingSpec("topic_clean", "tweets.clean", str, "Topic of cleaned tweets."),
+    SettingSpec("topic_classified", "tweets.classified", str, "Topic of classified tweets."),
+    SettingSpec("topic_dlq", "tweets.dlq", str, "Dead-letter topic (record + stage + reason)."),
+    SettingSpec("topic_alerts", "alerts", str, "Topic of weak-signal alerts."),
+    SettingSpec("topic_provider_calls", "provider.calls", str,
+                "Ledger topic: one record per classifier request (tokens, cost, latency)."),
+    SettingSpec("metrics_port", 9108, _port,
+                "Port of the worker's Prometheus `/metrics` endpoint (0 disables it)."),
+    SettingSpec("classify_batch_size", 64, _positive_int,
+                "Most tweets the classify agent takes per batch."),
+    SettingSpec("classify_max_wait", 1.0, _positive_float,
+                "Seconds a partial classify batch waits before it is sent anyway."),
+    SettingSpec("sink_batch_size", 5000, _positive_int,
+                "Most rows per ClickHouse insert."),
+    SettingSpec("sink_max_wait", 1.0, _positive_float,
+                "Seconds a partial sink batch waits before it is inserted anyway."),
+    SettingSpec("log_level", "info", str, "Log level of workers and commands."),
+)
+
+_SPECS = {spec.name: spec for spec in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    cache_dir: Path
+    config: Path | None
+    kafka_bootstrap: str
+    kafka_port: int
+    kafka_controller_port: int
+    kafka_heap: str
+    kafka_version: str
+    clickhouse_dsn: str
+    app_id: str
+    partitions: int
+    topic_raw: str
+    topic_clean: str
+    topic_classified: str
+    topic_dlq: str
+    topic_alerts: str
+    topic_provider_calls: str
+    metrics_port: int
+    classify_batch_size: int
+    classify_max_wait: float
+    sink_batch_size: int
+    sink_max_wait: float
+    log_level: str
+
+    @property
+    def uses_local_broker(self) -> bool:
+        return not self.kafka_bootstrap
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as ``DALLOSH_*`` variables, to hand to a child process."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                env[_SPECS[f.name].env_var] = str(value)
+        return env
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings`; raises :class:`SettingsError` with the variable's name."""
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - set(_SPECS)
+    if unknown:
+        raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+
+    raw: dict[str, Any] = {}
+    config_path = overrides.get("config") or environ.get(_SPECS["config"].env_var)
+    if config_path:
+        raw.update(_read_config_file(Path(config_path)))
+    for spec in SETTINGS:
+        if spec.env_var in environ and environ[spec.env_var] != "":
+            raw[spec.name] = environ[spec.env_var]
+    raw.update(overrides)
+
+    values: dict[str, Any] = {}
+    for spec in SETTINGS:
+        if spec.name not in raw:
+            values[spec.name] = spec.default
+            continue
+        value = raw[spec.name]
+        try:
+            values[spec.name] = value if not isinstance(value, str) else spec.parse(value)
+        except ValueError as exc:
+            raise SettingsError(f"{spec.env_var}={value!r}: {exc}") from None
+
+    values["data_dir"] = Path(values["data_dir"] or _user_dir("XDG_DATA_HOME", ".local/share"))
+    values["data_dir"] = values["data_dir"].expanduser().resolve()
+    values["cache_dir"] = Path(values["cache_dir"] or _user_dir("XDG_CACHE_HOME", ".cache"))
+    values["cache_dir"] = values["cache_dir"].expanduser().resolve()
+    if not values["clickhouse_dsn"]:
+        values["clickhouse_dsn"] = f"chdb://{values['data_dir'] / 'clickhouse'}"
+    return Settings(**values)
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise SettingsError(f"DALLOSH_CONFIG: file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"DALLOSH_CONFIG: {path} is not valid YAML: {exc}") from None
+    if not isinstance(content, dict):
+        raise SettingsError(f"DALLOSH_CONFIG: {path} must hold a mapping of settings")
+    unknown = set(content) - set(_SPECS)
+    if unknown:
+        raise SettingsError(f"DALLOSH_CONFIG: {path}: unknown setting(s): "
+                            f"{', '.join(sorted(unknown))}")
+    return {k: (str(v) if not isinstance(v, str) else v) for k, v in content.items()}
+
+
+def settings_table_markdown() -> str:
+    """The README configuration table (kept in sync by a test)."""
+    rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
+    for spec in SETTINGS:
+        default = "" if spec.default in (None, "") else f"`{spec.default}`"
+        rows.append(f"| `{spec.env_var}` | {default} | {spec.help} |")
+    return "\n".join(rows)
