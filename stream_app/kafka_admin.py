@@ -1,0 +1,75 @@
+"""Small Kafka administration helpers: create the pipeline topics, measure consumer lag.
+
+Lag (end offset minus the group's committed offset, summed per topic) is what the
+worker exports as a metric and what ``dallosh demo`` waits on to know that every
+replayed tweet went through every stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Iterable
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.structs import TopicPartition
+
+from stream_app.settings import Settings
+
+
+class KafkaUnavailable(RuntimeError):
+    """The Kafka cluster cannot be reached."""
+
+
+def pipeline_topics(settings: Settings) -> list[str]:
+    return [settings.topic_raw, settings.topic_clean, settings.topic_classified,
+            settings.topic_dlq, settings.topic_alerts, settings.topic_provider_calls]
+
+
+async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> list[str]:
+    """Create the topics that do not exist yet; return the ones created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    try:
+        await admin.start()
+    except KafkaConnectionError as exc:
+        raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in dict.fromkeys(names) if n not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing])
+            except TopicAlreadyExistsError:
+                pass  # another process created it in between: fine
+        return missing
+    finally:
+        await admin.close()
+
+
+async def consumer_lag(bootstrap: str, group: str, topics: Iterable[str]) -> dict[str, int]:
+    """Messages not yet committed by ``group``, per topic (0 for a drained topic)."""
+    topics = list(dict.fromkeys(topics))
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    try:
+        await consumer.start()
+        await admin.start()
+    except KafkaConnectionError as exc:
+        await consumer.stop()
+        raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+    try:
+        described = await admin.describe_topics(topics)
+        partitions = [TopicPartition(d["topic"], p["partition"]) for d in described
+                      for p in sorted(d["partitions"], key=lambda p: p["partition"])]
+        ends = await consumer.end_offsets(partitions) if partitions else {}
+        committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+        lag = {t: 0 for t in topics}
+        for tp, end in ends.items():
+            meta = committed.get(tp)
+            done = meta.offset if meta is not None and meta.offset >= 0 else 0
+            lag[tp.topic] += max(0, end - done)
+        return lag
+    finally:
+        await asyncio.gather(consumer.stop(), admin.close(), return_exceptions=True)

@@ -1,0 +1,38 @@
+"""Prometheus metrics of a worker, served on ``/metrics`` (``DALLOSH_METRICS_PORT``).
+
+Label values are bounded sets (stage, topic, table, reason codes): never a tweet id or
+free text, so the series count stays small.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+MESSAGES_IN = Counter("dallosh_messages_in_total", "Messages a stage consumed", ["stage"])
+MESSAGES_OUT = Counter("dallosh_messages_out_total", "Messages a stage produced downstream",
+                       ["stage"])
+DEAD_LETTERS = Counter("dallosh_dead_letters_total", "Records sent to the dead-letter path",
+                       ["stage", "reason"])
+ERRORS = Counter("dallosh_errors_total", "Errors handled by a stage (retried or dead-lettered)",
+                 ["stage", "kind"])
+BATCH_SIZE = Histogram("dallosh_batch_size", "Items per batch taken by a stage", ["stage"],
+                       buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000))
+CLASSIFIED = Counter("dallosh_classified_total", "Tweets classified, by tier and provider",
+                     ["tier", "provider"])
+SINK_ROWS = Counter("dallosh_sink_rows_total", "Rows inserted into ClickHouse", ["table"])
+SINK_INSERT_SECONDS = Histogram("dallosh_sink_insert_seconds", "Duration of one ClickHouse insert",
+                                ["table"],
+                                buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+CONSUMER_LAG = Gauge("dallosh_consumer_lag_messages",
+                     "Messages of a topic not yet committed by the worker group", ["topic"])
+
+# Stage names used as label values.
+STAGE_CLEAN = "clean"
+STAGE_CLASSIFY = "classify"
+STAGE_SINK = "sink"
+
+
+def serve_metrics(port: int) -> None:
+    """Start the ``/metrics`` endpoint in a daemon thread (no-op for port 0)."""
+    if port:
+        start_http_server(port, addr="0.0.0.0")

@@ -1,0 +1,80 @@
+"""A worker process: the Faust app with the agents of its role(s), plus ``/metrics``.
+
+Roles (``dallosh worker --role``): ``pipeline`` runs clean + classify and may run as
+many processes as there are partitions; ``sink`` is the one ClickHouse writer (the
+embedded engine allows one process per data path); ``all`` runs everything in one
+process, the embedded default. All workers of an installation share one consumer group,
+so Kafka spreads partitions among them.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+
+import faust
+
+from stream_app import metrics
+from stream_app.classify.agent import register_classify_agent
+from stream_app.clean.agent import register_clean_agent
+from stream_app.kafka_admin import consumer_lag, pipeline_topics
+from stream_app.settings import Settings
+from stream_app.sink.agent import ClickHouseWriter, register_sink_agents
+from stream_app.storage.clickhouse import open_store
+from stream_app.topics import PipelineTopics
+
+log = logging.getLogger(__name__)
+LAG_INTERVAL_S = 5.0
+
+
+class Role(str, Enum):
+    ALL = "all"
+    PIPELINE = "pipeline"
+    SINK = "sink"
+
+
+def create_app(settings: Settings, role: Role = Role.ALL) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
+        store="memory://",
+        datadir=str(settings.data_dir / "faust"),
+        autodiscover=False,
+        web_enabled=False,  # metrics come from prometheus-client on metrics_port
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=20.0,
+    )
+    topics = PipelineTopics.declare(app, settings)
+    if role in (Role.ALL, Role.PIPELINE):
+        register_clean_agent(app, topics)
+        register_classify_agent(app, topics, settings)
+    if role in (Role.ALL, Role.SINK):
+        writer = ClickHouseWriter(open_store(settings.clickhouse_dsn))
+        register_sink_agents(app, topics, settings, writer)
+
+    @app.timer(LAG_INTERVAL_S)
+    async def export_consumer_lag() -> None:
+        try:
+            lags = await consumer_lag(settings.bootstrap_servers, settings.app_id,
+                                      pipeline_topics(settings))
+        except Exception as exc:  # a metric must never take the worker down
+            log.debug("consumer lag unavailable: %s", exc)
+            return
+        for topic, lag in lags.items():
+            metrics.CONSUMER_LAG.labels(topic).set(lag)
+
+    return app
+
+
+def run_worker(settings: Settings, role: Role = Role.ALL) -> None:
+    """Run until SIGTERM/SIGINT; Faust stops agents and commits offsets on the way out."""
+    app = create_app(settings, role)
+    metrics.serve_metrics(settings.metrics_port)
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    worker.execute_from_commandline()
