@@ -1,0 +1,84 @@
+"""What one replay produced, read back from ClickHouse: the demo's closing summary."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from clickhouse_connect.driver.client import Client
+
+from stream_app.records import reason_kind
+
+# FINAL: rows of a replayed id are collapsed even before background merges run.
+_TWEETS = "dallosh.tweets FINAL WHERE run_id = {run:String}"
+_DLQ = "dallosh.dlq FINAL WHERE run_id = {run:String}"
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    stored: int
+    dead_lettered: int
+    by_sentiment: dict[str, int] = field(default_factory=dict)
+    by_priority: dict[int, int] = field(default_factory=dict)
+    by_topic: dict[str, int] = field(default_factory=dict)
+    by_tier: dict[str, int] = field(default_factory=dict)
+    top_locations: dict[str, int] = field(default_factory=dict)
+    dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+def _rows(client: Client, sql: str, run_id: str) -> list[tuple]:
+    return client.query(sql, parameters={"run": run_id}).result_rows
+
+
+def _counts(client: Client, sql: str, run_id: str) -> dict:
+    return {row[0]: row[1] for row in _rows(client, sql, run_id)}
+
+
+def summarise_run(client: Client, run_id: str) -> RunSummary:
+    return RunSummary(
+        run_id=run_id,
+        stored=_rows(client, f"SELECT count() FROM {_TWEETS}", run_id)[0][0],
+        dead_lettered=_rows(client, f"SELECT count() FROM {_DLQ}", run_id)[0][0],
+        by_sentiment=_counts(client, f"SELECT sentiment, count() c FROM {_TWEETS} "
+                                     "GROUP BY sentiment ORDER BY c DESC", run_id),
+        by_priority=_counts(client, f"SELECT priority, count() FROM {_TWEETS} "
+                                    "GROUP BY priority ORDER BY priority", run_id),
+        by_topic=_counts(client, f"SELECT topic, count() c FROM {_TWEETS} "
+                                 "GROUP BY topic ORDER BY c DESC", run_id),
+        by_tier=_counts(client, f"SELECT concat(tier, '/', provider), count() c FROM {_TWEETS} "
+                                "GROUP BY 1 ORDER BY c DESC", run_id),
+        top_locations=_counts(client, f"SELECT location, count() c FROM {_TWEETS} "
+                                      "AND location != '' GROUP BY location ORDER BY c DESC LIMIT 8",
+                              run_id),
+        dead_letters_by_reason=_dead_letter_kinds(client, run_id),
+    )
+
+
+def _dead_letter_kinds(client: Client, run_id: str) -> dict[str, int]:
+    kinds: Counter[str] = Counter()
+    for stage, reason, count in _rows(
+            client, f"SELECT stage, reason, count() FROM {_DLQ} GROUP BY stage, reason", run_id):
+        kinds[f"{stage}: {reason_kind(reason)}"] += count
+    return dict(kinds.most_common())
+
+
+def format_summary(summary: RunSummary, rows_in: int) -> str:
+    def line(title: str, counts: dict) -> str:
+        total = sum(counts.values()) or 1
+        parts = [f"{k}={v} ({100 * v / total:.0f}%)" for k, v in counts.items()]
+        return f"  {title:<13} " + (", ".join(parts) if parts else "(none)")
+
+    verdict = "OK" if rows_in == summary.stored + summary.dead_lettered else "MISMATCH"
+    priority_names = {0: "P0-high", 1: "P1", 2: "P2-low"}
+    return "\n".join([
+        f"Run {summary.run_id}",
+        f"  rows in {rows_in} = stored {summary.stored} + dead-lettered "
+        f"{summary.dead_lettered}  [{verdict}]",
+        line("sentiment", summary.by_sentiment),
+        line("priority", {priority_names.get(k, k): v for k, v in summary.by_priority.items()}),
+        line("topic", summary.by_topic),
+        line("tier", summary.by_tier),
+        line("locations", summary.top_locations),
+        line("dead letters", summary.dead_letters_by_reason),
+    ])
