@@ -14,7 +14,7 @@ from typing import Mapping
 from stream_app.records import iso, parse_iso
 
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
-    "id": ("id", "id_str", "tweet_id"),
+    "id": ("id_str", "id", "tweet_id"),  # id_str first: spreadsheets mangle big numeric ids
     "text": ("full_text", "text"),
     "created_at": ("created_at", "tweet_created"),
     "author": ("screen_name", "user.screen_name", "user_screen_name", "user_name", "author_id",

@@ -1,41 +1,64 @@
 """``dallosh replay FILE``: stream a CSV dump of tweets into ``tweets.raw``.
 
-The file is read as a stream (constant memory), each row becomes a raw tweet keyed by
-its id and produced with an idempotent producer; a row that cannot become a tweet is
-dead-lettered at the source with its file and line number. The run ends with a
-reconciliation: rows read = produced + dead-lettered.
+The file is archived (content-addressed) and read as a stream; each row becomes a raw
+tweet keyed by its id, produced with an idempotent producer. A row that cannot become
+a tweet is dead-lettered at the source with its file, line and reason; an id seen again
+within the dedupe window is skipped and counted. Every run reconciles:
+rows read = produced + dead-lettered + duplicates skipped.
+
+Event time is preserved: ``--speed N`` paces the replay at N x the original pace,
+``--rebase-to-now`` shifts every event time by one constant so an old dump plays as if
+live. Checkpoints (every ``CHECKPOINT_EVERY`` rows, after the broker acknowledged them)
+let ``--resume`` continue an interrupted replay; rows sent after the last checkpoint
+are found again on Kafka by their run id and source line, so a resume after a crash
+sends neither a gap nor a duplicate.
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
-import gzip
-import io
 import json
+import signal
 import sys
+import time
 import uuid
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Iterator, Mapping
+from typing import Mapping
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
 from tqdm import tqdm
 
+from connectors.archive import archive_file, file_sha256
+from connectors.checkpoint import read_json, write_json_atomic
 from connectors.csv_formats import ColumnMapping, FormatError
-from stream_app.kafka_admin import KafkaUnavailable
-from stream_app.records import DeadLetter, iso, raw_tweet_problem, reason_kind, utc_now
+from connectors.dump_reader import BadRow, DumpError, DumpFormat, Row, open_dump
+from connectors.raw_producer import RawProducer
+from stream_app.records import DeadLetter, iso, parse_iso, raw_tweet_problem, reason_kind, utc_now
+from stream_app.kafka_admin import topic_end_offsets
 from stream_app.settings import Settings
 
 STAGE = "replay"
-SEND_WINDOW = 2000  # sends in flight before we wait for acknowledgements
-
-csv.field_size_limit(16 * 1024 * 1024)
+CHECKPOINT_EVERY = 10_000
+DEFAULT_DEDUPE_WINDOW = 500_000  # ids remembered for duplicate detection (memory bound)
 
 
 class ReplayError(RuntimeError):
     """The file cannot be replayed (message says why)."""
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    column_overrides: Mapping[str, str] = field(default_factory=dict)
+    speed: float | None = None          # None: as fast as possible (--max)
+    rebase_to_now: bool = False
+    resume: bool = False
+    dedupe_window: int = DEFAULT_DEDUPE_WINDOW
+    show_progress: bool = True
+    archive: bool = True
 
 
 @dataclass
@@ -45,113 +68,307 @@ class ReplayResult:
     rows_read: int = 0
     produced: int = 0
     dead_lettered: int = 0
+    duplicates: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    last_line: int = 1
+    interrupted: bool = False
+    already_complete: bool = False
+    elapsed_s: float = 0.0
 
     @property
     def reconciles(self) -> bool:
-        return self.rows_read == self.produced + self.dead_lettered
+        return self.rows_read == self.produced + self.dead_lettered + self.duplicates
 
     def summary_line(self) -> str:
         verdict = "OK" if self.reconciles else "MISMATCH"
-        return (f"rows read {self.rows_read} = produced {self.produced} "
-                f"+ dead-lettered {self.dead_lettered}  [{verdict}]")
-
-
-class _CountingReader(io.RawIOBase):
-    """Counts bytes read from the file on disk, for a progress bar that also works for gzip."""
-
-    def __init__(self, raw: IO[bytes], progress: tqdm) -> None:
-        self._raw, self._progress = raw, progress
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        n = self._raw.readinto(buffer)
-        self._progress.update(n or 0)
-        return n or 0
-
-
-def _open_text(path: Path, progress: tqdm) -> IO[str]:
-    raw = io.BufferedReader(_CountingReader(open(path, "rb"), progress))
-    head = raw.peek(2)[:2]
-    binary: IO[bytes] = gzip.GzipFile(fileobj=raw) if head == b"\x1f\x8b" else raw
-    return io.TextIOWrapper(binary, encoding="utf-8-sig", errors="replace", newline="")
-
-
-def iter_rows(text: IO[str]) -> Iterator[tuple[int, list[str], dict[str, str]]]:
-    """(line number, header, row) for each data row; blank lines are skipped."""
-    reader = csv.reader(text)
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        raise ReplayError("the file is empty (no header row)") from None
-    for row in reader:
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        yield reader.line_num, header, dict(zip(header, row))
+        rate = f", {self.rows_read / self.elapsed_s:,.0f} rows/s" if self.elapsed_s else ""
+        return (f"rows read {self.rows_read} = produced {self.produced} + dead-lettered "
+                f"{self.dead_lettered} + duplicates skipped {self.duplicates}  [{verdict}]{rate}")
 
 
 def new_run_id(path: Path) -> str:
-    return f"replay-{utc_now():%Y%m%dT%H%M%S}-{path.stem.split('.')[0][:24]}-{uuid.uuid4().hex[:6]}"
+    stem = path.name.split(".")[0][:24]
+    return f"replay-{utc_now():%Y%m%dT%H%M%S}-{stem}-{uuid.uuid4().hex[:6]}"
 
 
-async def replay_file(path: Path, settings: Settings, *, column_overrides: Mapping[str, str] | None = None,
-                      run_id: str | None = None, show_progress: bool = True) -> ReplayResult:
+class RecentIds:
+    """Ids seen in the last ``capacity`` rows: bounded memory whatever the file size."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._ids: OrderedDict[int, None] = OrderedDict()
+
+    def seen(self, tweet_id: str) -> bool:
+        """True if the id is in the window; remembers it either way."""
+        key = hash(tweet_id)  # 64-bit; a collision in 500k ids has odds ~1e-8
+        if key in self._ids:
+            self._ids.move_to_end(key)
+            return True
+        self._ids[key] = None
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+        return False
+
+
+# --------------------------------------------------------------------------- dry run
+
+def dry_run(path: Path, column_overrides: Mapping[str, str] | None = None, rows: int = 5) -> str:
+    """The detected format and mapping, and the first rows as they would be sent."""
+    dump_format, rows_iter, handle = _open(path)
+    with handle:
+        mapping = _mapping(path, dump_format, column_overrides)
+        lines = [f"{path}: {dump_format.describe()}", "mapping (field <- column):"]
+        lines += [f"  {f:<16} <- {c}" for f, c in mapping.columns.items()]
+        shown = 0
+        for item in rows_iter:
+            if shown >= rows:
+                break
+            shown += 1
+            if isinstance(item, BadRow):
+                lines.append(f"line {item.line}: DEAD LETTER ({item.reason})")
+                continue
+            record = mapping.to_raw(item.cells) | {"run_id": "(dry-run)", "source": f"{path.name}:{item.line}",
+                                                 "ingested_at": iso(utc_now())}
+            problem = raw_tweet_problem(record)
+            verdict = f"DEAD LETTER ({problem})" if problem else "ok"
+            lines.append(f"line {item.line}: {verdict}\n  {json.dumps(record, ensure_ascii=False)}")
+    return "\n".join(lines)
+
+
+def _open(path: Path, on_read=lambda n: None):
     if not path.is_file():
         raise ReplayError(f"no such file: {path}")
-    result = ReplayResult(run_id=run_id or new_run_id(path), file=str(path))
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers,
-                                enable_idempotence=True, acks="all", linger_ms=20,
-                                max_batch_size=256 * 1024)
     try:
-        await producer.start()
-    except KafkaConnectionError as exc:
-        await producer.stop()
-        raise KafkaUnavailable(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}. "
-                               "Is the broker up? (`dallosh infra up`)") from None
-    progress = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"replay {path.name}",
-                    disable=not show_progress, file=sys.stderr)
+        return open_dump(path, on_read)
+    except DumpError as exc:
+        raise ReplayError(str(exc)) from None
+
+
+def _mapping(path: Path, dump_format: DumpFormat, overrides: Mapping[str, str] | None) -> ColumnMapping:
     try:
-        await _produce_rows(path, settings, producer, progress, result, column_overrides)
-    finally:
-        progress.close()
-        await producer.stop()  # flushes what is still buffered
+        return ColumnMapping.detect(dump_format.header, overrides)
+    except FormatError as exc:
+        raise ReplayError(f"{path}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- replay
+
+def checkpoint_path(settings: Settings, sha256: str) -> Path:
+    return settings.data_dir / "replays" / f"{sha256}.json"
+
+
+async def replay_file(path: Path, settings: Settings,
+                      options: ReplayOptions = ReplayOptions()) -> ReplayResult:
+    if not path.is_file():
+        raise ReplayError(f"no such file: {path}")
+    sha = file_sha256(path)
+    ckpt_path = checkpoint_path(settings, sha)
+    checkpoint = read_json(ckpt_path)
+    if options.resume:
+        if checkpoint is None:
+            raise ReplayError(f"nothing to resume for {path}: no interrupted replay of this "
+                              "file in this data dir (run it without --resume)")
+        result = ReplayResult(**{k: v for k, v in checkpoint["result"].items()
+                                 if k in ReplayResult.__dataclass_fields__})
+        result.interrupted = False
+        if checkpoint.get("complete"):
+            result.already_complete = True
+            return result
+    else:
+        result = ReplayResult(run_id=new_run_id(path), file=str(path))
+    replayer = _Replayer(path, settings, options, result, ckpt_path, sha,
+                         checkpoint if options.resume else None)
+    await replayer.run()
     return result
 
 
-async def _produce_rows(path: Path, settings: Settings, producer: AIOKafkaProducer, progress: tqdm,
-                        result: ReplayResult, column_overrides: Mapping[str, str] | None) -> None:
-    in_flight: list[asyncio.Future] = []
-    mapping: ColumnMapping | None = None
-    with _open_text(path, progress) as text:
-        for line_no, header, row in iter_rows(text):
-            if mapping is None:
-                try:
-                    mapping = ColumnMapping.detect(header, column_overrides)
-                except FormatError as exc:
-                    raise ReplayError(f"{path}: {exc}") from None
-            result.rows_read += 1
-            source = f"{path.name}:{line_no}"
-            record = mapping.to_raw(row) | {"run_id": result.run_id, "source": source,
-                                            "ingested_at": iso(utc_now())}
-            problem = raw_tweet_problem(record)
-            if problem is None:
-                in_flight.append(await producer.send(
-                    settings.topic_raw, key=str(record["id"]).encode(),
-                    value=json.dumps(record, ensure_ascii=False).encode()))
-                result.produced += 1
-            else:
-                dead = DeadLetter.build(stage=STAGE, reason=problem, run_id=result.run_id,
-                                        tweet_id=str(record.get("id") or ""), source=source,
-                                        payload=json.dumps(row, ensure_ascii=False))
-                in_flight.append(await producer.send(
-                    settings.topic_dlq, key=(dead.tweet_id or dead.dead_letter_id).encode(),
-                    value=dead.to_json()))
-                result.dead_lettered += 1
-                kind = reason_kind(problem)
-                result.dead_letter_reasons[kind] = result.dead_letter_reasons.get(kind, 0) + 1
-            if len(in_flight) >= SEND_WINDOW:
-                await asyncio.gather(*in_flight)
-                in_flight.clear()
-    await asyncio.gather(*in_flight)
+class _Replayer:
+    def __init__(self, path: Path, settings: Settings, options: ReplayOptions,
+                 result: ReplayResult, ckpt_path: Path, sha256: str, checkpoint: dict | None) -> None:
+        self.path, self.settings, self.options, self.result = path, settings, options, result
+        self.ckpt_path, self.sha256 = ckpt_path, sha256
+        self.recent = RecentIds(options.dedupe_window)
+        self.stop_requested = False
+        self.checkpoint_is_new = checkpoint is None
+        self.resume_from_line = result.last_line if checkpoint else 1
+        self.offsets_at_checkpoint: dict = (checkpoint or {}).get("offsets", {})
+        shift = (checkpoint or {}).get("event_shift_s")
+        self.event_shift = timedelta(seconds=shift) if shift is not None else None
+        self.already_sent: dict[int, str] = {}  # line -> "produced" | "dead_lettered"
+        self.pace_origin: tuple[float, datetime] | None = None
+
+    async def run(self) -> None:
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, self._request_stop)
+        loop.add_signal_handler(signal.SIGTERM, self._request_stop)
+        progress: tqdm | None = None
+        try:
+            async with RawProducer(self.settings) as producer:
+                if self.options.archive and self.checkpoint_is_new:
+                    archive_file(self.path, self.settings.data_dir, self.result.run_id)
+                progress = tqdm(total=self.path.stat().st_size, unit="B", unit_scale=True,
+                                desc=f"replay {self.path.name}", file=sys.stderr, mininterval=0.5,
+                                disable=not self.options.show_progress)
+                if self.offsets_at_checkpoint:
+                    self.already_sent = await _lines_sent_after_checkpoint(
+                        self.settings, self.result.run_id, self.offsets_at_checkpoint)
+                await self._replay_rows(producer, progress)
+                await producer.flush()
+                self._write_checkpoint(complete=not self.stop_requested,
+                                       offsets=await _end_offsets(self.settings))
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+            if progress is not None:
+                progress.close()
+            self.result.elapsed_s = time.perf_counter() - started
+        self.result.interrupted = self.stop_requested
+
+    def _request_stop(self) -> None:
+        self.stop_requested = True
+
+    async def _replay_rows(self, producer: RawProducer, progress: tqdm) -> None:
+        dump_format, rows, handle = _open(self.path, progress.update)
+        result = self.result
+        with handle:
+            mapping = _mapping(self.path, dump_format, self.options.column_overrides)
+            since_checkpoint = 0
+            for item in rows:
+                if self.stop_requested:
+                    break
+                if item.line <= self.resume_from_line:
+                    self._remember_skipped(item, mapping)
+                    continue
+                result.rows_read += 1
+                result.last_line = item.line
+                if item.line in self.already_sent:  # sent before a crash, found on Kafka
+                    self._count_already_sent(item, mapping)
+                else:
+                    await self._send(item, mapping, producer)
+                since_checkpoint += 1
+                if since_checkpoint >= CHECKPOINT_EVERY:
+                    since_checkpoint = 0
+                    await producer.flush()
+                    self._write_checkpoint(complete=False, offsets=await _end_offsets(self.settings))
+                if result.rows_read % 2000 == 0:
+                    progress.set_postfix(rows=result.rows_read, refresh=False)
+
+    def _raw_record(self, row: Row, mapping: ColumnMapping) -> dict:
+        record = mapping.to_raw(row.cells)
+        record["run_id"] = self.result.run_id
+        record["source"] = f"{self.path.name}:{row.line}"
+        record["ingested_at"] = iso(utc_now())
+        return record
+
+    async def _send(self, item: Row | BadRow, mapping: ColumnMapping, producer: RawProducer) -> None:
+        result = self.result
+        if isinstance(item, BadRow):
+            await self._dead_letter(producer, item.line, item.reason, item.content, "")
+            return
+        record = self._raw_record(item, mapping)
+        problem = raw_tweet_problem(record)
+        if problem is not None:
+            await self._dead_letter(producer, item.line, problem,
+                                    json.dumps(item.cells, ensure_ascii=False), str(record["id"]))
+            return
+        if self.recent.seen(str(record["id"])):
+            result.duplicates += 1
+            return
+        await self._shift_and_pace(record)
+        await producer.send_raw(record)
+        result.produced += 1
+
+    async def _dead_letter(self, producer: RawProducer, line: int, reason: str, content: str,
+                           tweet_id: str) -> None:
+        dead = DeadLetter.build(stage=STAGE, reason=reason, payload=content, run_id=self.result.run_id,
+                                tweet_id=tweet_id, source=f"{self.path.name}:{line}")
+        await producer.send_dead_letter(dead)
+        self.result.dead_lettered += 1
+        kind = reason_kind(reason)
+        self.result.dead_letter_reasons[kind] = self.result.dead_letter_reasons.get(kind, 0) + 1
+
+    async def _shift_and_pace(self, record: dict) -> None:
+        if not (self.options.rebase_to_now or self.options.speed):
+            return
+        event = parse_iso(record["created_at"])
+        if self.options.rebase_to_now:
+            if self.event_shift is None:
+                self.event_shift = utc_now() - event
+            event = event + self.event_shift
+            record["created_at"] = iso(event)
+        if self.options.speed:
+            if self.pace_origin is None:
+                self.pace_origin = (time.monotonic(), event)
+            wall0, event0 = self.pace_origin
+            ahead = (event - event0).total_seconds() / self.options.speed - (time.monotonic() - wall0)
+            if ahead > 0.005:
+                await asyncio.sleep(ahead)
+
+    def _remember_skipped(self, item: Row | BadRow, mapping: ColumnMapping) -> None:
+        # Rows before the checkpoint were counted then; only the dedupe window needs them.
+        if isinstance(item, Row):
+            tweet_id = mapping.to_raw(item.cells)["id"]
+            if tweet_id:
+                self.recent.seen(str(tweet_id))
+
+    def _count_already_sent(self, item: Row | BadRow, mapping: ColumnMapping) -> None:
+        if self.already_sent[item.line] == "produced":
+            self.result.produced += 1
+            self._remember_skipped(item, mapping)
+        else:
+            self.result.dead_lettered += 1
+
+    def _write_checkpoint(self, complete: bool, offsets: dict) -> None:
+        write_json_atomic(self.ckpt_path, {
+            "file": str(self.path.resolve()), "sha256": self.sha256, "complete": complete,
+            "updated_at": iso(utc_now()), "offsets": offsets,
+            "event_shift_s": self.event_shift.total_seconds() if self.event_shift else None,
+            "result": asdict(self.result),
+        })
+
+
+async def _end_offsets(settings: Settings) -> dict[str, dict[str, int]]:
+    ends = await topic_end_offsets(settings.bootstrap_servers, [settings.topic_raw, settings.topic_dlq])
+    offsets: dict[str, dict[str, int]] = {}
+    for tp, end in ends.items():
+        offsets.setdefault(tp.topic, {})[str(tp.partition)] = end
+    return offsets
+
+
+async def _lines_sent_after_checkpoint(settings: Settings, run_id: str,
+                                       offsets: dict[str, dict[str, int]]) -> dict[int, str]:
+    """Lines of this run that reached Kafka after the last checkpoint (before a crash)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        starts = {TopicPartition(t, int(p)): o for t, parts in offsets.items() for p, o in parts.items()}
+        consumer.assign(list(starts))
+        for tp, offset in starts.items():
+            consumer.seek(tp, offset)
+        ends = await consumer.end_offsets(list(starts))
+        sent: dict[int, str] = {}
+        remaining = {tp for tp in starts if starts[tp] < ends[tp]}
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=1000)
+            for tp, messages in batches.items():
+                for message in messages:
+                    _note_sent(message.value, run_id, tp.topic == settings.topic_raw, sent)
+                    if message.offset + 1 >= ends[tp]:
+                        remaining.discard(tp)
+        return sent
+    finally:
+        await consumer.stop()
+
+
+def _note_sent(value: bytes, run_id: str, is_raw: bool, sent: dict[int, str]) -> None:
+    try:
+        record = json.loads(value)
+    except ValueError:
+        return
+    if record.get("run_id") != run_id:
+        return
+    line = str(record.get("source", "")).rpartition(":")[2]
+    if line.isdigit():
+        sent[int(line)] = "produced" if is_raw else "dead_lettered"

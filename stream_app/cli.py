@@ -12,7 +12,8 @@ from typing import Any, Callable
 import click
 
 from connectors.csv_formats import FormatError
-from connectors.csv_replay import ReplayError, replay_file
+from connectors.csv_replay import (DEFAULT_DEDUPE_WINDOW, ReplayError, ReplayOptions,
+                                   dry_run as csv_dry_run, replay_file)
 from stream_app.infra.kafka_broker import InfraError, broker_down, broker_status, broker_up
 from stream_app.kafka_admin import KafkaUnavailable, ensure_topics, pipeline_topics
 from stream_app.settings import Settings, SettingsError, load_settings
@@ -135,23 +136,62 @@ def _parse_maps(values: tuple[str, ...]) -> dict[str, str]:
 @click.argument("files", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--map", "maps", multiple=True, metavar="FIELD=COLUMN",
-              help="Use COLUMN for FIELD (id, text, created_at, author, ...); repeatable.")
+              help="Use COLUMN for FIELD (id, text, created_at, author, author_location, "
+                   "lang, ...); repeatable. Overrides the detected mapping.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the detected format, mapping and first rows as they would be sent; "
+                   "send nothing.")
+@click.option("--speed", type=click.FloatRange(min=0, min_open=True), metavar="N",
+              help="Replay at N x the original pace, from created_at (gaps preserved).")
+@click.option("--max", "as_fast_as_possible", is_flag=True,
+              help="As fast as possible (the default).")
+@click.option("--rebase-to-now", is_flag=True,
+              help="Shift all event times by one offset so the dump plays as if live now.")
+@click.option("--resume", is_flag=True,
+              help="Continue this file's interrupted replay from its checkpoint "
+                   "(same run id, no gap, no duplicate).")
+@click.option("--dedupe-window", type=click.IntRange(min=1), default=DEFAULT_DEDUPE_WINDOW,
+              show_default=True, help="How many recent ids are remembered to skip duplicates.")
 @click.option("--no-progress", is_flag=True, help="Do not draw the progress bar.")
 @friendly_errors
-def replay(files: tuple[Path, ...], maps: tuple[str, ...], no_progress: bool) -> None:
+def replay(files: tuple[Path, ...], maps: tuple[str, ...], dry_run: bool, speed: float | None,
+           as_fast_as_possible: bool, rebase_to_now: bool, resume: bool, dedupe_window: int,
+           no_progress: bool) -> None:
     """Replay CSV dump(s) of tweets into Kafka (tweets.raw), keyed by tweet id.
 
-    Plain or gzip-compressed CSV with a header row. Bad rows go to the dead-letter
-    topic with their file and line; the run ends with rows read = produced +
-    dead-lettered. Needs a running broker (`dallosh infra up`) and a worker to process.
+    Recognises the seed export, Twitter API v1.1 and v2 exports and the Kaggle airline
+    layout; plain or gzip; UTF-8/UTF-16/Latin-1; comma, semicolon or tab delimited.
+    Every file is archived under the data dir first. Bad rows go to the dead-letter
+    topic with file, line and reason; each run ends with rows read = produced +
+    dead-lettered + duplicates skipped. Ctrl-C stops cleanly (what was sent is flushed
+    and checkpointed; continue with --resume). Needs a running broker (`dallosh infra
+    up`) and a worker to process what is sent.
     """
-    settings = _settings()
+    if speed and as_fast_as_possible:
+        raise click.UsageError("--speed and --max exclude each other")
     overrides = _parse_maps(maps)
+    if dry_run:
+        for path in files:
+            click.echo(csv_dry_run(path, overrides))
+        return
+    settings = _settings()
+    options = ReplayOptions(column_overrides=overrides, speed=speed, rebase_to_now=rebase_to_now,
+                            resume=resume, dedupe_window=dedupe_window,
+                            show_progress=not no_progress)
     failed = False
     for path in files:
-        result = asyncio.run(replay_file(path, settings, column_overrides=overrides,
-                                         show_progress=not no_progress))
+        result = asyncio.run(replay_file(path, settings, options))
+        if result.already_complete:
+            click.echo(f"{path}: run {result.run_id} was already replayed completely; nothing to resume")
+            continue
         click.echo(f"{path}: run {result.run_id}: {result.summary_line()}")
+        if result.dead_letter_reasons:
+            reasons = ", ".join(f"{k}={v}" for k, v in sorted(result.dead_letter_reasons.items()))
+            click.echo(f"  dead letters by reason: {reasons}")
+        if result.interrupted:
+            click.echo(f"  interrupted after line {result.last_line}; continue with: "
+                       f"dallosh replay --resume {path}")
+            sys.exit(130)
         failed |= not result.reconciles
     sys.exit(1 if failed else 0)
 

@@ -19,7 +19,7 @@ from typing import Callable
 
 from aiokafka.errors import KafkaError
 
-from connectors.csv_replay import ReplayResult, replay_file
+from connectors.csv_replay import ReplayOptions, ReplayResult, replay_file
 from connectors.samples import SAMPLE_PATH
 from stream_app.infra.kafka_broker import broker_down, broker_status, broker_up, log_tail
 from stream_app.kafka_admin import consumer_lag, ensure_topics, pipeline_topics
@@ -42,7 +42,8 @@ class DemoResult:
 
     @property
     def reconciles(self) -> bool:
-        return self.replay.rows_read == self.summary.stored + self.summary.dead_lettered
+        return self.replay.reconciles and \
+            self.replay.rows_read == self.summary.stored + self.summary.dead_lettered + self.replay.duplicates
 
 
 class WorkerProcess:
@@ -116,7 +117,7 @@ def run_demo(settings: Settings, file: Path | None = None, *, keep_infra: bool =
         say(f"Starting a worker (log: {settings.data_dir / 'logs' / 'worker.log'}, "
             f"metrics: http://127.0.0.1:{settings.metrics_port}/metrics)")
         worker = WorkerProcess(settings)
-        replay = asyncio.run(replay_file(file, settings))
+        replay = asyncio.run(replay_file(file, settings, ReplayOptions()))
         say(f"Replayed: {replay.summary_line()}")
         say("Waiting for every tweet to reach ClickHouse...")
         asyncio.run(wait_until_drained(settings, worker, say, timeout_s))
@@ -124,7 +125,7 @@ def run_demo(settings: Settings, file: Path | None = None, *, keep_infra: bool =
         worker = None
         with store_session(settings.clickhouse_dsn) as client:
             summary = summarise_run(client, replay.run_id)
-        say(format_summary(summary, replay.rows_read))
+        say(format_summary(summary, replay.rows_read, replay.duplicates))
         return DemoResult(replay=replay, summary=summary)
     finally:
         if worker is not None:

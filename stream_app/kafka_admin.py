@@ -21,6 +21,10 @@ from stream_app.settings import Settings
 class KafkaUnavailable(RuntimeError):
     """The Kafka cluster cannot be reached."""
 
+    def __init__(self, bootstrap: str, cause: Exception) -> None:
+        super().__init__(f"cannot reach Kafka at {bootstrap} ({cause}). Is the broker up? "
+                         "(`dallosh infra up`, or set DALLOSH_KAFKA_BOOTSTRAP)")
+
 
 def pipeline_topics(settings: Settings) -> list[str]:
     return [settings.topic_raw, settings.topic_clean, settings.topic_classified,
@@ -33,7 +37,7 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -
     try:
         await admin.start()
     except KafkaConnectionError as exc:
-        raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+        raise KafkaUnavailable(bootstrap, exc) from None
     try:
         existing = set(await admin.list_topics())
         missing = [n for n in dict.fromkeys(names) if n not in existing]
@@ -48,23 +52,42 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -
         await admin.close()
 
 
-async def consumer_lag(bootstrap: str, group: str, topics: Iterable[str]) -> dict[str, int]:
-    """Messages not yet committed by ``group``, per topic (0 for a drained topic)."""
-    topics = list(dict.fromkeys(topics))
+async def _clients(bootstrap: str) -> tuple[AIOKafkaConsumer, AIOKafkaAdminClient]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
     try:
         await consumer.start()
         await admin.start()
     except KafkaConnectionError as exc:
-        await consumer.stop()
-        raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+        await asyncio.gather(consumer.stop(), admin.close(), return_exceptions=True)
+        raise KafkaUnavailable(bootstrap, exc) from None
+    return consumer, admin
+
+
+async def _end_offsets(consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient,
+                       topics: list[str]) -> dict[TopicPartition, int]:
+    described = await admin.describe_topics(topics)
+    partitions = [TopicPartition(d["topic"], p["partition"]) for d in described
+                  for p in d["partitions"]]
+    return await consumer.end_offsets(partitions) if partitions else {}
+
+
+async def topic_end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
+    """The next offset to be written, for every partition of ``topics`` that exists."""
+    consumer, admin = await _clients(bootstrap)
     try:
-        described = await admin.describe_topics(topics)
-        partitions = [TopicPartition(d["topic"], p["partition"]) for d in described
-                      for p in sorted(d["partitions"], key=lambda p: p["partition"])]
-        ends = await consumer.end_offsets(partitions) if partitions else {}
-        committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+        return await _end_offsets(consumer, admin, list(dict.fromkeys(topics)))
+    finally:
+        await asyncio.gather(consumer.stop(), admin.close(), return_exceptions=True)
+
+
+async def consumer_lag(bootstrap: str, group: str, topics: Iterable[str]) -> dict[str, int]:
+    """Messages not yet committed by ``group``, per topic (0 for a drained topic)."""
+    topics = list(dict.fromkeys(topics))
+    consumer, admin = await _clients(bootstrap)
+    try:
+        ends = await _end_offsets(consumer, admin, topics)
+        committed = await admin.list_consumer_group_offsets(group, partitions=list(ends))
         lag = {t: 0 for t in topics}
         for tp, end in ends.items():
             meta = committed.get(tp)

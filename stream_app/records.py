@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
@@ -176,6 +177,44 @@ def schema_errors(schema_name: str, data: Any) -> list[str]:
     return [f"{'.'.join(map(str, e.path)) or '(record)'}: {e.message}" for e in errors]
 
 
+def _property_checks(schema_name: str) -> list[Callable[[dict], str | None]]:
+    """Fast checks compiled from a schema's flat properties (type, length, pattern,
+    minimum, required). The hot paths (replay at 30k+ rows/s, the clean stage) cannot
+    afford a full JSON Schema validation per record (~100 us); a test proves these
+    checks agree with the validator on the schema's own file."""
+    schema = _registry().contents(f"https://dallosh.invalid/schemas/{schema_name}.schema.json")
+    checks: list[Callable[[dict], str | None]] = []
+    for name in schema.get("required", []):
+        checks.append(lambda d, n=name: None if n in d else f"{n}: is required")
+    types = {"string": (str,), "integer": (int,), "boolean": (bool,), "number": (int, float)}
+    for name, rule in schema.get("properties", {}).items():
+        expected = types.get(rule.get("type", ""))
+        pattern = re.compile(rule["pattern"]) if "pattern" in rule else None
+
+        def check(d: dict, n: str = name, r: dict = rule, t: tuple | None = expected,
+                  p: re.Pattern | None = pattern) -> str | None:
+            if n not in d:
+                return None
+            v = d[n]
+            if t is not None and (not isinstance(v, t) or (bool not in t and isinstance(v, bool))):
+                return f"{n}: {v!r} is not of type {r['type']!r}"
+            if isinstance(v, str):
+                if len(v) < r.get("minLength", 0):
+                    return f"{n}: is too short"
+                if len(v) > r.get("maxLength", len(v)):
+                    return f"{n}: is too long ({len(v)} > {r['maxLength']} characters)"
+                if p is not None and not p.search(v):
+                    return f"{n}: does not match {r['pattern']!r}"
+            if "minimum" in r and isinstance(v, (int, float)) and v < r["minimum"]:
+                return f"{n}: {v} is less than the minimum of {r['minimum']}"
+            return None
+        checks.append(check)
+    return checks
+
+
+_RAW_CHECKS: list[Callable[[dict], str | None]] = []
+
+
 def raw_tweet_problem(data: Any) -> str | None:
     """Why a raw record cannot enter the pipeline, or None when it can.
 
@@ -192,5 +231,7 @@ def raw_tweet_problem(data: Any) -> str | None:
         parse_iso(str(data.get("created_at") or ""))
     except ValueError:
         return f"unparsable created_at {str(data.get('created_at'))[:40]!r}"
-    errors = schema_errors(RawTweet.SCHEMA, data)
+    if not _RAW_CHECKS:
+        _RAW_CHECKS.extend(_property_checks(RawTweet.SCHEMA))
+    errors = [e for e in (check(data) for check in _RAW_CHECKS) if e]
     return "schema: " + "; ".join(errors[:3]) if errors else None

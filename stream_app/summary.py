@@ -63,18 +63,20 @@ def _dead_letter_kinds(client: Client, run_id: str) -> dict[str, int]:
     return dict(kinds.most_common())
 
 
-def format_summary(summary: RunSummary, rows_in: int) -> str:
+def format_summary(summary: RunSummary, rows_in: int, duplicates_skipped: int = 0) -> str:
     def line(title: str, counts: dict) -> str:
         total = sum(counts.values()) or 1
         parts = [f"{k}={v} ({100 * v / total:.0f}%)" for k, v in counts.items()]
         return f"  {title:<13} " + (", ".join(parts) if parts else "(none)")
 
-    verdict = "OK" if rows_in == summary.stored + summary.dead_lettered else "MISMATCH"
+    verdict = "OK" if rows_in == summary.stored + summary.dead_lettered + duplicates_skipped \
+        else "MISMATCH"
+    skipped = f" + duplicates skipped {duplicates_skipped}" if duplicates_skipped else ""
     priority_names = {0: "P0-high", 1: "P1", 2: "P2-low"}
     return "\n".join([
         f"Run {summary.run_id}",
         f"  rows in {rows_in} = stored {summary.stored} + dead-lettered "
-        f"{summary.dead_lettered}  [{verdict}]",
+        f"{summary.dead_lettered}{skipped}  [{verdict}]",
         line("sentiment", summary.by_sentiment),
         line("priority", {priority_names.get(k, k): v for k, v in summary.by_priority.items()}),
         line("topic", summary.by_topic),

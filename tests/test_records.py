@@ -55,3 +55,31 @@ def test_reason_kind_strips_details():
     assert reason_kind("unparsable created_at 'hier soir'") == "unparsable created_at"
     assert reason_kind("schema: id: '' is too short") == "schema"
     assert reason_kind("missing id") == "missing id"
+
+
+def _mutations():
+    yield RAW
+    for key in list(RAW):
+        yield {k: v for k, v in RAW.items() if k != key}
+    for key, values in {
+        "id": ["", " ", "a b", "x" * 65, "x" * 64, 5],
+        "text": ["   ", "x" * 100_001, "ok", 3],
+        "retweet_count": [-1, 0, 3, "3", 2.5, True],
+        "favorite_count": [-5, None],
+        "is_retweet": [True, "true", 1],
+        "lang": ["fr", 1],
+        "run_id": ["", "r"],
+        "author": [None, "a"],
+    }.items():
+        for value in values:
+            yield RAW | {key: value}
+
+
+def test_fast_checks_agree_with_the_json_schema_validator():
+    # The replayer and clean stage use checks compiled from the schema; they must accept
+    # and reject exactly what the full validator does (when the basic checks pass).
+    for record in _mutations():
+        problem = raw_tweet_problem(record)
+        if problem in ("missing id", "empty text") or (problem or "").startswith("unparsable"):
+            continue
+        assert (problem is None) == (schema_errors("raw_tweet", record) == []), (record, problem)
