@@ -7,7 +7,9 @@ the header wins. ``--map field=column`` overrides any of them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Mapping
 
@@ -65,28 +67,31 @@ class ColumnMapping:
 
     def to_raw(self, row: Mapping[str, str | None]) -> dict[str, object]:
         """The raw-tweet fields of one row (values not validated here)."""
-        def get(field: str) -> str:
-            column = self.columns.get(field)
-            return (row.get(column) or "").strip() if column else ""
-
-        text = row.get(self.columns["text"]) or ""
-        record: dict[str, object] = {
-            "id": get("id"),
+        cells = [(row.get(column) or "") if column else "" for column in self._ordered_columns]
+        (tweet_id, text, created_at, author, author_name, author_location, lang, in_reply_to,
+         retweets, favorites, retweeted) = cells
+        return {
+            "id": tweet_id.strip(),
             "text": text,
-            "created_at": normalise_time(get("created_at")),
-            "author": get("author").lstrip("@"),
-            "author_name": get("author_name"),
-            "author_location": get("author_location"),
-            "lang": get("lang"),
-            "in_reply_to": get("in_reply_to"),
-            "retweet_count": _count(get("retweet_count")),
-            "favorite_count": _count(get("favorite_count")),
-            "is_retweet": get("is_retweet").lower() in ("true", "1", "yes")
-                          or text.startswith("RT @"),
+            "created_at": normalise_time(created_at.strip()),
+            "author": author.strip().lstrip("@"),
+            "author_name": author_name.strip(),
+            "author_location": author_location.strip(),
+            "lang": lang.strip(),
+            "in_reply_to": in_reply_to.strip(),
+            "retweet_count": _count(retweets),
+            "favorite_count": _count(favorites),
+            "is_retweet": retweeted.strip().lower() in ("true", "1", "yes") or text.startswith("RT @"),
         }
-        return record
+
+    @cached_property
+    def _ordered_columns(self) -> tuple[str | None, ...]:
+        return tuple(self.columns.get(f) for f in FIELD_ALIASES)
 
 
+# 2026-03-12T14:03:27Z or 2026-03-12T14:03:27.123Z (validity is checked downstream,
+# where raw_tweet_problem parses every created_at).
+_CANONICAL_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z\Z")
 _TIME_FORMATS = (
     "%a %b %d %H:%M:%S %z %Y",   # API v1.1: Wed Oct 10 20:19:24 +0000 2018
     "%Y-%m-%d %H:%M:%S %z",      # Kaggle airline: 2015-02-24 11:35:52 -0800
@@ -101,6 +106,8 @@ def normalise_time(value: str) -> str:
     """
     if not value:
         return ""
+    if _CANONICAL_UTC.match(value):  # already ISO UTC: no parse/format round trip needed
+        return value[:-1] + ".000Z" if len(value) == 20 else value
     try:
         return iso(parse_iso(value))
     except ValueError:
@@ -115,6 +122,8 @@ def normalise_time(value: str) -> str:
 
 
 def _count(value: str) -> int:
+    if value.isdigit():
+        return int(value)
     try:
         return max(0, int(float(value)))
     except ValueError:
