@@ -8,7 +8,7 @@ rows read = produced + dead-lettered + duplicates skipped.
 
 Event time is preserved: ``--speed N`` paces the replay at N x the original pace,
 ``--rebase-to-now`` shifts every event time by one constant so an old dump plays as if
-live. Checkpoints (every ``CHECKPOINT_EVERY`` rows, after the broker acknowledged them)
+live. Checkpoints (every ``replay_checkpoint_every`` rows, after the broker acknowledged them)
 let ``--resume`` continue an interrupted replay; rows sent after the last checkpoint
 are found again on Kafka by their run id and source line, so a resume after a crash
 sends neither a gap nor a duplicate.
@@ -42,7 +42,6 @@ from stream_app.kafka_admin import topic_end_offsets
 from stream_app.settings import Settings
 
 STAGE = "replay"
-CHECKPOINT_EVERY = 10_000
 # Ids remembered for duplicate detection. Export duplicates (overlapping pages, re-runs
 # of a scraper) sit close together; the window bounds memory (~10 MB) whatever the file
 # size, and anything farther apart is still collapsed by id in ClickHouse.
@@ -81,6 +80,10 @@ class ReplayResult:
     @property
     def reconciles(self) -> bool:
         return self.rows_read == self.produced + self.dead_lettered + self.duplicates
+
+    def to_json_dict(self) -> dict:
+        rate = self.rows_read / self.elapsed_s if self.elapsed_s else 0.0
+        return asdict(self) | {"reconciles": self.reconciles, "rows_per_s": round(rate, 1)}
 
     def summary_line(self) -> str:
         verdict = "OK" if self.reconciles else "MISMATCH"
@@ -252,7 +255,7 @@ class _Replayer:
                 else:
                     await self._send(item, mapping, producer)
                 since_checkpoint += 1
-                if since_checkpoint >= CHECKPOINT_EVERY:
+                if since_checkpoint >= self.settings.replay_checkpoint_every:
                     since_checkpoint = 0
                     await producer.flush()
                     self._write_checkpoint(producer, complete=False)

@@ -72,7 +72,8 @@ class _CountingReader(io.RawIOBase):
         super().close()
 
 
-def detect_encoding(sample: bytes) -> str:
+def detect_encoding(sample: bytes, complete: bool = True) -> str:
+    """The encoding of a file from its first bytes; ``complete``: the sample is the whole file."""
     if sample.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
     if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -85,8 +86,8 @@ def detect_encoding(sample: bytes) -> str:
         if even > len(sample) // 4 and odd < len(sample) // 50:
             return "utf-16-be"
     try:
-        # The sample may end inside a multi-byte character: ignore an incomplete tail.
-        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
+        # A partial sample may end inside a multi-byte character: allow an incomplete tail.
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=complete)
         return "utf-8"
     except UnicodeDecodeError:
         pass
@@ -117,7 +118,7 @@ def open_dump(path: Path, on_read: Callable[[int], None] = lambda n: None) -> tu
     except (OSError, EOFError) as exc:
         raw.close()
         raise DumpError(f"{path}: cannot read ({exc})") from None
-    encoding = detect_encoding(sample)
+    encoding = detect_encoding(sample, complete=len(sample) < SAMPLE_BYTES)
     text = io.TextIOWrapper(binary, encoding=encoding, errors="replace", newline="")
     header_line = ""
     while not header_line.strip():

@@ -48,7 +48,7 @@ class _OpenBatch:
 
 
 class RawProducer:
-    def __init__(self, settings: Settings, max_in_flight_batches: int = 64,
+    def __init__(self, settings: Settings, max_in_flight_batches: int = 16,
                  linger_s: float = 0.05) -> None:
         self._settings = settings
         self._max_in_flight = max_in_flight_batches

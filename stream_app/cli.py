@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -153,10 +155,12 @@ def _parse_maps(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--dedupe-window", type=click.IntRange(min=1), default=DEFAULT_DEDUPE_WINDOW,
               show_default=True, help="How many recent ids are remembered to skip duplicates.")
 @click.option("--no-progress", is_flag=True, help="Do not draw the progress bar.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the run's counts and rate as JSON (a list, one per file).")
 @friendly_errors
 def replay(files: tuple[Path, ...], maps: tuple[str, ...], dry_run: bool, speed: float | None,
            as_fast_as_possible: bool, rebase_to_now: bool, resume: bool, dedupe_window: int,
-           no_progress: bool) -> None:
+           no_progress: bool, json_path: Path | None) -> None:
     """Replay CSV dump(s) of tweets into Kafka (tweets.raw), keyed by tweet id.
 
     Recognises the seed export, Twitter API v1.1 and v2 exports and the Kaggle airline
@@ -179,8 +183,12 @@ def replay(files: tuple[Path, ...], maps: tuple[str, ...], dry_run: bool, speed:
                             resume=resume, dedupe_window=dedupe_window,
                             show_progress=not no_progress)
     failed = False
+    results = []
     for path in files:
         result = asyncio.run(replay_file(path, settings, options))
+        results.append(result.to_json_dict())
+        if json_path:
+            json_path.write_text(json.dumps(results, indent=2))
         if result.already_complete:
             click.echo(f"{path}: run {result.run_id} was already replayed completely; nothing to resume")
             continue
@@ -218,6 +226,55 @@ def demo(file: Path | None, keep_infra: bool, timeout_s: float) -> None:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
     sys.exit(0 if result.reconciles else 1)
+
+
+# --------------------------------------------------------------------------- bench
+
+@main.group()
+def bench() -> None:
+    """Benchmarks; each prints its figures and writes JSON with --json PATH."""
+
+
+def _write_bench_json(result: dict, json_path: Path | None) -> None:
+    text = json.dumps(result, indent=2)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(text + "\n")
+        click.echo(f"wrote {json_path}")
+    else:
+        click.echo(text)
+
+
+@bench.command("replay")
+@click.option("--rows", type=click.IntRange(min=1000), default=1_000_000, show_default=True,
+              help="Rows of the large generated dump.")
+@click.option("--small-rows", type=click.IntRange(min=1000), default=100_000, show_default=True,
+              help="Rows of the small dump (peak memory is compared with the large one).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the results here (else print them).")
+@friendly_errors
+def bench_replay_command(rows: int, small_rows: int, json_path: Path | None) -> None:
+    """Replayer throughput (rows/s) and peak memory into the real broker.
+
+    Uses the local broker (started and stopped if it is not running) or
+    DALLOSH_KAFKA_BOOTSTRAP; writes to throwaway topics that are deleted afterwards.
+    """
+    from bench.replay import bench_replay
+    settings = _settings()
+    with _broker_for_bench(settings):
+        result = bench_replay(settings, rows, small_rows, say=click.echo)
+    _write_bench_json(result, json_path)
+
+
+@contextlib.contextmanager
+def _broker_for_bench(settings: Settings) -> Iterator[None]:
+    started = not broker_status(settings).running
+    broker_up(settings, progress=click.echo)
+    try:
+        yield
+    finally:
+        if started:
+            broker_down(settings)
 
 
 if __name__ == "__main__":

@@ -103,6 +103,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Most rows per ClickHouse insert."),
     SettingSpec("sink_max_wait", 1.0, _positive_float,
                 "Seconds a partial sink batch waits before it is inserted anyway."),
+    SettingSpec("replay_checkpoint_every", 10_000, _positive_int,
+                "Rows between two replay checkpoints (what `dallosh replay --resume` continues from)."),
     SettingSpec("log_level", "info", str, "Log level of workers and commands."),
 )
 
@@ -133,6 +135,7 @@ class Settings:
     classify_max_wait: float
     sink_batch_size: int
     sink_max_wait: float
+    replay_checkpoint_every: int
     log_level: str
 
     @property
