@@ -22,7 +22,6 @@ import signal
 import sys
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,6 +36,7 @@ from connectors.checkpoint import read_json, write_json_atomic
 from connectors.csv_formats import ColumnMapping, FormatError
 from connectors.dump_reader import BadRow, DumpError, DumpFormat, Row, open_dump
 from connectors.raw_producer import RawProducer
+from connectors.recent_ids import RecentIds
 from stream_app.records import DeadLetter, iso, parse_iso, raw_tweet_problem, reason_kind, utc_now
 from stream_app.kafka_admin import topic_end_offsets
 from stream_app.settings import Settings
@@ -95,25 +95,6 @@ class ReplayResult:
 def new_run_id(path: Path) -> str:
     stem = path.name.split(".")[0][:24]
     return f"replay-{utc_now():%Y%m%dT%H%M%S}-{stem}-{uuid.uuid4().hex[:6]}"
-
-
-class RecentIds:
-    """Ids seen in the last ``capacity`` rows: bounded memory whatever the file size."""
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._ids: OrderedDict[int, None] = OrderedDict()
-
-    def seen(self, tweet_id: str) -> bool:
-        """True if the id is in the window; remembers it either way."""
-        key = hash(tweet_id)  # 64-bit; a collision among 100k ids has odds ~3e-10
-        if key in self._ids:
-            self._ids.move_to_end(key)
-            return True
-        self._ids[key] = None
-        if len(self._ids) > self._capacity:
-            self._ids.popitem(last=False)
-        return False
 
 
 # --------------------------------------------------------------------------- dry run

@@ -4,47 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 import click
 
-from connectors.csv_formats import FormatError
-from connectors.csv_replay import (DEFAULT_DEDUPE_WINDOW, ReplayError, ReplayOptions,
-                                   dry_run as csv_dry_run, replay_file)
-from stream_app.infra.kafka_broker import InfraError, broker_down, broker_status, broker_up
-from stream_app.kafka_admin import KafkaUnavailable, ensure_topics, pipeline_topics
-from stream_app.settings import Settings, SettingsError, load_settings
-from stream_app.storage.clickhouse import StorageError
-
-USER_ERRORS = (InfraError, StorageError, SettingsError, KafkaUnavailable, ReplayError, FormatError)
-
-
-def _settings() -> Settings:
-    return load_settings()
-
-
-def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except USER_ERRORS as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-    return wrapper
-
-
-def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+from connectors.csv_replay import DEFAULT_DEDUPE_WINDOW, ReplayOptions, replay_file
+from connectors.csv_replay import dry_run as csv_dry_run
+from stream_app.cli_live import stream
+from stream_app.cli_support import current_settings, friendly_errors, setup_logging
+from stream_app.infra.kafka_broker import broker_down, broker_status, broker_up
+from stream_app.kafka_admin import ensure_topics, pipeline_topics
+from stream_app.settings import Settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -72,7 +46,7 @@ def infra() -> None:
 @friendly_errors
 def infra_up() -> None:
     """Start the local broker (fetches Kafka through Maven on first use) and wait until ready."""
-    status = broker_up(_settings(), progress=click.echo)
+    status = broker_up(current_settings(), progress=click.echo)
     click.echo(status.describe())
 
 
@@ -80,14 +54,14 @@ def infra_up() -> None:
 @friendly_errors
 def infra_down() -> None:
     """Stop the local broker cleanly; its data stays in the data dir."""
-    click.echo(broker_down(_settings()).describe())
+    click.echo(broker_down(current_settings()).describe())
 
 
 @infra.command("status")
 @friendly_errors
 def infra_status() -> None:
     """Say whether the local broker runs, where, and where its data and log are."""
-    settings = _settings()
+    settings = current_settings()
     status = broker_status(settings)
     click.echo(status.describe())
     click.echo(f"ClickHouse: {_describe_store(settings)}")
@@ -114,8 +88,8 @@ def _describe_store(settings: Settings) -> str:
 def worker(role: str) -> None:
     """Run a stream worker until Ctrl-C / SIGTERM (metrics on DALLOSH_METRICS_PORT)."""
     from stream_app.worker import Role, run_worker
-    settings = _settings()
-    _setup_logging(settings)
+    settings = current_settings()
+    setup_logging(settings)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     asyncio.run(ensure_topics(settings.bootstrap_servers, pipeline_topics(settings),
                               settings.partitions))
@@ -178,7 +152,7 @@ def replay(files: tuple[Path, ...], maps: tuple[str, ...], dry_run: bool, speed:
         for path in files:
             click.echo(csv_dry_run(path, overrides))
         return
-    settings = _settings()
+    settings = current_settings()
     options = ReplayOptions(column_overrides=overrides, speed=speed, rebase_to_now=rebase_to_now,
                             resume=resume, dedupe_window=dedupe_window,
                             show_progress=not no_progress)
@@ -220,7 +194,7 @@ def demo(file: Path | None, keep_infra: bool, timeout_s: float) -> None:
     """
     from stream_app.demo import DemoError, run_demo
     try:
-        result = run_demo(_settings(), file, keep_infra=keep_infra, timeout_s=timeout_s,
+        result = run_demo(current_settings(), file, keep_infra=keep_infra, timeout_s=timeout_s,
                           say=click.echo)
     except DemoError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
@@ -260,7 +234,7 @@ def bench_replay_command(rows: int, small_rows: int, json_path: Path | None) -> 
     DALLOSH_KAFKA_BOOTSTRAP; writes to throwaway topics that are deleted afterwards.
     """
     from bench.replay import bench_replay
-    settings = _settings()
+    settings = current_settings()
     with _broker_for_bench(settings):
         result = bench_replay(settings, rows, small_rows, say=click.echo)
     _write_bench_json(result, json_path)
@@ -276,6 +250,8 @@ def _broker_for_bench(settings: Settings) -> Iterator[None]:
         if started:
             broker_down(settings)
 
+
+main.add_command(stream)
 
 if __name__ == "__main__":
     main()

@@ -61,6 +61,10 @@ def _positive_float(raw: str) -> float:
     return _number(raw, float, lambda v: v > 0, "a positive number")
 
 
+def _backfill_minutes(raw: str) -> int:
+    return _number(raw, int, lambda v: 0 <= v <= 5, "an integer from 0 to 5 (X's backfill limit)")
+
+
 SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("data_dir", None, Path,
                 "All local state of one installation: broker data, embedded ClickHouse, "
@@ -105,6 +109,28 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Seconds a partial sink batch waits before it is inserted anyway."),
     SettingSpec("replay_checkpoint_every", 10_000, _positive_int,
                 "Rows between two replay checkpoints (what `dallosh replay --resume` continues from)."),
+    SettingSpec("x_api_url", "https://api.x.com", str,
+                "Base URL of the X API (`dallosh stream x`); the token comes from `X_BEARER_TOKEN`."),
+    SettingSpec("x_rules_file", None, Path,
+                "YAML list of X filtered-stream rules (strings or `{value, tag}`) that "
+                "`dallosh stream x` applies before streaming."),
+    SettingSpec("x_backfill_minutes", 0, _backfill_minutes,
+                "Minutes of posts X re-sends after a reconnect or restart (0-5; needs Pro or "
+                "Enterprise access); duplicates are skipped."),
+    SettingSpec("mastodon_instance", "https://mastodon.social", str,
+                "Mastodon instance `dallosh stream mastodon` follows (e.g. `https://piaille.fr`); "
+                "a token, if the instance wants one, comes from `MASTODON_ACCESS_TOKEN`."),
+    SettingSpec("mastodon_tags", "", str,
+                "Comma-separated hashtags `dallosh stream mastodon` follows. Empty: the public "
+                "timeline."),
+    SettingSpec("mastodon_streaming_url", "", str,
+                "Streaming server of the instance, when it is not the instance URL itself."),
+    SettingSpec("stream_stall_timeout", 30.0, _positive_float,
+                "Seconds without a byte (keep-alives included) before a live connector "
+                "reconnects (X sends one every ~20 s, Mastodon ~15 s)."),
+    SettingSpec("stream_metrics_port", 9109, _port,
+                "Port of a live connector's Prometheus `/metrics` (0 disables it); distinct "
+                "from the worker's so both can run on one host."),
     SettingSpec("log_level", "info", str, "Log level of workers and commands."),
 )
 
@@ -136,6 +162,14 @@ class Settings:
     sink_batch_size: int
     sink_max_wait: float
     replay_checkpoint_every: int
+    x_api_url: str
+    x_rules_file: Path | None
+    x_backfill_minutes: int
+    mastodon_instance: str
+    mastodon_tags: str
+    mastodon_streaming_url: str
+    stream_stall_timeout: float
+    stream_metrics_port: int
     log_level: str
 
     @property

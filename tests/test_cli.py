@@ -18,12 +18,14 @@ def dallosh(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
 def test_help_lists_every_command_and_each_has_help():
     result = dallosh("--help")
     assert result.returncode == 0
-    for command in ("infra", "worker", "replay", "demo"):
+    for command in ("infra", "worker", "replay", "demo", "bench", "stream"):
         assert command in result.stdout
         sub = dallosh(command, "--help")
         assert sub.returncode == 0 and "Usage:" in sub.stdout, command
-    for action in ("up", "down", "status"):
-        assert dallosh("infra", action, "--help").returncode == 0
+    for group, action in [("infra", "up"), ("infra", "down"), ("infra", "status"),
+                          ("bench", "replay"), ("stream", "x"), ("stream", "x-rules"),
+                          ("stream", "mastodon")]:
+        assert dallosh(group, action, "--help").returncode == 0, (group, action)
 
 
 def assert_clean_error(result, *fragments: str) -> None:

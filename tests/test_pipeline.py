@@ -8,7 +8,6 @@ import urllib.request
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from connectors.samples import SAMPLE_PATH
 from stream_app.demo import WorkerProcess, run_demo, wait_until_drained
 from stream_app.kafka_admin import ensure_topics, pipeline_topics
 from stream_app.storage.clickhouse import store_session
