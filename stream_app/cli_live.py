@@ -13,6 +13,7 @@ from typing import Any, Callable
 import click
 
 from stream_app.cli_support import current_settings, friendly_errors, setup_logging
+from stream_app.kafka_admin import ensure_topics
 from stream_app.metrics import serve_metrics
 from stream_app.settings import Settings
 
@@ -111,6 +112,9 @@ def stream_x(rules: tuple[str, ...], rules_file: Path | None, base_url: str | No
     serve_metrics(settings.stream_metrics_port)
 
     async def run() -> tuple[Any, Any]:
+        # Fail on an unreachable Kafka before touching the project's rules.
+        await ensure_topics(settings.bootstrap_servers, [settings.topic_raw, settings.topic_dlq],
+                            settings.partitions)
         async with XStream(os.environ.get("X_BEARER_TOKEN", "").strip(),
                            base_url=base_url or settings.x_api_url,
                            stall_timeout=stall_timeout or settings.stream_stall_timeout,

@@ -13,6 +13,7 @@ import asyncio
 import json
 import socket
 import struct
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, Union
 from urllib.parse import parse_qs, urlsplit
@@ -214,3 +215,17 @@ class SleepRecorder:
     async def __call__(self, delay: float) -> None:
         self.delays.append(delay)
         await asyncio.sleep(0)
+
+
+async def run_source(source: Any, server: "FakeServer", sleep: "SleepRecorder", *,
+                     max_events: int, checkpoint: Path | None = None
+                     ) -> tuple[Any, ListSink, Any, list[float]]:
+    """Run ``source`` (an entered live source) through a LiveRunner into a ListSink and
+    check what every connector test checks: the stream was closed and counts reconcile."""
+    from connectors.live.runner import LiveRunner
+    sink = ListSink()
+    runner = LiveRunner(source, sink, checkpoint=checkpoint, max_events=max_events)
+    counts = await asyncio.wait_for(runner.run(), 5)
+    assert await server.idle(), "the stream was left open after the run"
+    assert counts.reconciles, counts.summary_line()
+    return counts, sink, source.stats, sleep.delays

@@ -15,10 +15,11 @@ import pytest
 from connectors.live.backoff import ReconnectPolicy
 from connectors.live.checkpoint import save_checkpoint
 from connectors.live.mastodon import MastodonStream, SseParser, html_to_text
-from connectors.live.runner import LiveCounts, LiveRunner
+from connectors.live.runner import LiveCounts
 from connectors.live.stream import LiveError, StreamStats
 from stream_app.records import raw_tweet_problem
-from tests.live_server import CUT, HOLD, RESET, FakeServer, ListSink, Respond, SleepRecorder, Stream
+from tests.live_server import (CUT, HOLD, RESET, FakeServer, ListSink, Respond, SleepRecorder, Stream,
+                               run_source)
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -51,12 +52,7 @@ async def run_masto(server: FakeServer, *, max_events: int, tags=("free",), stal
     async with MastodonStream(server.url, tags=tags, stall_timeout=stall, sleep=sleep,
                               policy_factory=lambda: ReconnectPolicy(clock=clock),
                               **kwargs) as source:
-        sink = ListSink()
-        runner = LiveRunner(source, sink, checkpoint=checkpoint, max_events=max_events)
-        counts = await asyncio.wait_for(runner.run(), 5)
-        assert await server.idle(), "the stream was left open after the run"
-    assert counts.reconciles, counts.summary_line()
-    return counts, sink, source.stats, sleep.delays
+        return await run_source(source, server, sleep, max_events=max_events, checkpoint=checkpoint)
 
 
 def test_html_content_becomes_plain_text():

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 
 from connectors.live.backoff import ReconnectPolicy
-from connectors.live.runner import LiveCounts, LiveRunner
+from connectors.live.runner import LiveCounts
 from connectors.live.stream import LiveError, StreamStats
 from connectors.live.x_stream import STREAM_PATH, RULES_PATH, Rule, XStream, load_rules
 from stream_app.records import raw_tweet_problem
-from tests.live_server import CUT, HOLD, RESET, FakeServer, ListSink, Respond, SleepRecorder, Stream
+from tests.live_server import (CUT, HOLD, RESET, FakeServer, ListSink, Respond, SleepRecorder, Stream,
+                               run_source)
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -44,12 +45,7 @@ async def run_x(server: FakeServer, *, max_events: int, stall: float = 5.0, back
     async with XStream("test-token", base_url=server.url, stall_timeout=stall,
                        backfill_minutes=backfill, policy=policy or ReconnectPolicy(),
                        sleep=sleep) as source:
-        sink = ListSink()
-        runner = LiveRunner(source, sink, checkpoint=checkpoint, max_events=max_events)
-        counts = await asyncio.wait_for(runner.run(), 5)
-        assert await server.idle(), "the stream was left open after the run"
-    assert counts.reconciles, counts.summary_line()
-    return counts, sink, source.stats, sleep.delays
+        return await run_source(source, server, sleep, max_events=max_events, checkpoint=checkpoint)
 
 
 def test_posts_become_valid_raw_tweets_with_every_field():
