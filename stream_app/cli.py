@@ -240,6 +240,25 @@ def bench_replay_command(rows: int, small_rows: int, json_path: Path | None) -> 
     _write_bench_json(result, json_path)
 
 
+@bench.command("clean")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the results here (else print them).")
+@friendly_errors
+def bench_clean_command(json_path: Path | None) -> None:
+    """Clean stage on a generated flood: near-duplicate precision/recall and tweets/s on one core.
+
+    The flood mixes normal traffic (with many independent complaints about the same
+    outages, the hard negatives) with copy-paste campaigns, retweets and replays. No
+    Kafka needed: the stage's logic runs in-process.
+    """
+    from bench.clean import bench_clean
+    result = bench_clean(current_settings())
+    click.echo(f"dedup precision {result['dedup_precision']:.4f}, recall {result['dedup_recall']:.4f}, "
+               f"{result['tweets_per_s']:,.0f} tweets/s "
+               f"({result['tweets_per_s_without_declared_lang']:,.0f} when language must be detected)")
+    _write_bench_json(result, json_path)
+
+
 @contextlib.contextmanager
 def _broker_for_bench(settings: Settings) -> Iterator[None]:
     started = not broker_status(settings).running

@@ -43,7 +43,7 @@ class DemoResult:
     @property
     def reconciles(self) -> bool:
         return self.replay.reconciles and \
-            self.replay.rows_read == self.summary.stored + self.summary.dead_lettered + self.replay.duplicates
+            self.replay.rows_read == self.summary.rows_accounted(self.replay.duplicates)
 
 
 class WorkerProcess:
@@ -78,7 +78,7 @@ async def wait_until_drained(settings: Settings, worker: WorkerProcess, say: Say
                              timeout_s: float) -> None:
     """Return once the worker group has committed everything on every pipeline topic."""
     topics = [settings.topic_raw, settings.topic_clean, settings.topic_classified,
-              settings.topic_dlq, settings.topic_provider_calls]
+              settings.topic_dlq, settings.topic_provider_calls, settings.topic_decisions]
     deadline = time.monotonic() + timeout_s
     confirmations, last_report = 0, 0.0
     while confirmations < DRAIN_CONFIRMATIONS:

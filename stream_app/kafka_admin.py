@@ -28,7 +28,8 @@ class KafkaUnavailable(RuntimeError):
 
 def pipeline_topics(settings: Settings) -> list[str]:
     return [settings.topic_raw, settings.topic_clean, settings.topic_classified,
-            settings.topic_dlq, settings.topic_alerts, settings.topic_provider_calls]
+            settings.topic_dlq, settings.topic_alerts, settings.topic_provider_calls,
+            settings.topic_decisions]
 
 
 async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> list[str]:

@@ -17,6 +17,9 @@ ERRORS = Counter("dallosh_errors_total", "Errors handled by a stage (retried or 
                  ["stage", "kind"])
 BATCH_SIZE = Histogram("dallosh_batch_size", "Items per batch taken by a stage", ["stage"],
                        buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000))
+CLEAN_DECISIONS = Counter("dallosh_clean_decisions_total",
+                          "Tweets the clean stage dropped or tagged, by decision and action",
+                          ["decision", "action"])
 CLASSIFIED = Counter("dallosh_classified_total", "Tweets classified, by tier and provider",
                      ["tier", "provider"])
 SINK_ROWS = Counter("dallosh_sink_rows_total", "Rows inserted into ClickHouse", ["table"])

@@ -97,6 +97,21 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("topic_alerts", "alerts", str, "Topic of weak-signal alerts."),
     SettingSpec("topic_provider_calls", "provider.calls", str,
                 "Ledger topic: one record per classifier request (tokens, cost, latency)."),
+    SettingSpec("topic_decisions", "tweets.decisions", str,
+                "Topic of the clean stage's decisions (dropped, tagged, deduplicated tweets)."),
+    SettingSpec("brand", "free", str,
+                "Built-in brand configuration judging relevance (`free`, `airline`), unless "
+                "`brand_file` is set."),
+    SettingSpec("brand_file", None, Path,
+                "YAML brand configuration (accounts, keywords, policies); see "
+                "`stream_app/clean/brands/free.yaml`."),
+    SettingSpec("dedup_horizon_s", 21600.0, _positive_float,
+                "Event-time horizon (seconds) within which copies and retweets are matched "
+                "to their original."),
+    SettingSpec("dedup_capacity", 50_000, _positive_int,
+                "Most tweets the dedup index remembers (~2 KB each) within the horizon."),
+    SettingSpec("dedup_threshold", 0.6, _positive_float,
+                "Jaccard similarity from which a tweet is a near-duplicate of an earlier one."),
     SettingSpec("metrics_port", 9108, _port,
                 "Port of the worker's Prometheus `/metrics` endpoint (0 disables it)."),
     SettingSpec("classify_batch_size", 64, _positive_int,
@@ -156,6 +171,12 @@ class Settings:
     topic_dlq: str
     topic_alerts: str
     topic_provider_calls: str
+    topic_decisions: str
+    brand: str
+    brand_file: Path | None
+    dedup_horizon_s: float
+    dedup_capacity: int
+    dedup_threshold: float
     metrics_port: int
     classify_batch_size: int
     classify_max_wait: float

@@ -12,6 +12,7 @@ from stream_app.records import reason_kind
 # FINAL: rows of a replayed id are collapsed even before background merges run.
 _TWEETS = "dallosh.tweets FINAL WHERE run_id = {run:String}"
 _DLQ = "dallosh.dlq FINAL WHERE run_id = {run:String}"
+_DECISIONS = "dallosh.clean_decisions FINAL WHERE run_id = {run:String}"
 
 
 @dataclass
@@ -25,6 +26,13 @@ class RunSummary:
     by_tier: dict[str, int] = field(default_factory=dict)
     top_locations: dict[str, int] = field(default_factory=dict)
     dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
+    dropped_by_clean: int = 0
+    clean_decisions: dict[str, int] = field(default_factory=dict)  # "decision (action)" -> n
+
+    def rows_accounted(self, skipped_by_replayer: int = 0) -> int:
+        """Rows a replay's reconciliation can account for: stored, dead-lettered,
+        dropped by the clean stage, skipped as duplicates by the replayer."""
+        return self.stored + self.dead_lettered + self.dropped_by_clean + skipped_by_replayer
 
 
 def _rows(client: Client, sql: str, run_id: str) -> list[tuple]:
@@ -52,6 +60,10 @@ def summarise_run(client: Client, run_id: str) -> RunSummary:
                                       "AND location != '' GROUP BY location ORDER BY c DESC LIMIT 8",
                               run_id),
         dead_letters_by_reason=_dead_letter_kinds(client, run_id),
+        dropped_by_clean=_rows(client, f"SELECT count() FROM {_DECISIONS} AND action = 'dropped'",
+                               run_id)[0][0],
+        clean_decisions=_counts(client, f"SELECT concat(decision, ' (', action, ')'), count() c "
+                                        f"FROM {_DECISIONS} GROUP BY 1 ORDER BY c DESC", run_id),
     )
 
 
@@ -69,18 +81,19 @@ def format_summary(summary: RunSummary, rows_in: int, duplicates_skipped: int = 
         parts = [f"{k}={v} ({100 * v / total:.0f}%)" for k, v in counts.items()]
         return f"  {title:<13} " + (", ".join(parts) if parts else "(none)")
 
-    verdict = "OK" if rows_in == summary.stored + summary.dead_lettered + duplicates_skipped \
-        else "MISMATCH"
-    skipped = f" + duplicates skipped {duplicates_skipped}" if duplicates_skipped else ""
+    verdict = "OK" if rows_in == summary.rows_accounted(duplicates_skipped) else "MISMATCH"
+    skipped = f" + skipped by the replayer {duplicates_skipped}" if duplicates_skipped else ""
+    dropped = f" + dropped by clean {summary.dropped_by_clean}" if summary.dropped_by_clean else ""
     priority_names = {0: "P0-high", 1: "P1", 2: "P2-low"}
     return "\n".join([
         f"Run {summary.run_id}",
         f"  rows in {rows_in} = stored {summary.stored} + dead-lettered "
-        f"{summary.dead_lettered}{skipped}  [{verdict}]",
+        f"{summary.dead_lettered}{dropped}{skipped}  [{verdict}]",
         line("sentiment", summary.by_sentiment),
         line("priority", {priority_names.get(k, k): v for k, v in summary.by_priority.items()}),
         line("topic", summary.by_topic),
         line("tier", summary.by_tier),
         line("locations", summary.top_locations),
         line("dead letters", summary.dead_letters_by_reason),
+        line("clean stage", summary.clean_decisions),
     ])

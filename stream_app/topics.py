@@ -24,6 +24,7 @@ class PipelineTopics:
     dlq: faust.TopicT
     alerts: faust.TopicT
     provider_calls: faust.TopicT
+    decisions: faust.TopicT
 
     @classmethod
     def declare(cls, app: faust.App, settings: Settings) -> "PipelineTopics":
@@ -34,7 +35,8 @@ class PipelineTopics:
         return cls(raw=topic(settings.topic_raw), clean=topic(settings.topic_clean),
                    classified=topic(settings.topic_classified), dlq=topic(settings.topic_dlq),
                    alerts=topic(settings.topic_alerts),
-                   provider_calls=topic(settings.topic_provider_calls))
+                   provider_calls=topic(settings.topic_provider_calls),
+                   decisions=topic(settings.topic_decisions))
 
     async def send_dead_letter(self, dead: DeadLetter) -> None:
         metrics.DEAD_LETTERS.labels(dead.stage, reason_kind(dead.reason)).inc()

@@ -52,7 +52,7 @@ def create_app(settings: Settings, role: Role = Role.ALL) -> faust.App:
     )
     topics = PipelineTopics.declare(app, settings)
     if role in (Role.ALL, Role.PIPELINE):
-        register_clean_agent(app, topics)
+        register_clean_agent(app, topics, settings)
         register_classify_agent(app, topics, settings)
     if role in (Role.ALL, Role.SINK):
         writer = ClickHouseWriter(open_store(settings.clickhouse_dsn))

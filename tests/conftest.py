@@ -54,7 +54,7 @@ def isolated_settings(data_dir: Path, bootstrap: str, **overrides: object) -> Se
         "sink_max_wait": 0.3,
         "classify_max_wait": 0.3,
         **{f"topic_{name}": f"t{tag}.{name}" for name in
-           ("raw", "clean", "classified", "dlq", "alerts", "provider_calls")},
+           ("raw", "clean", "classified", "dlq", "alerts", "provider_calls", "decisions")},
     }
     values.update(overrides)
     return load_settings({k: str(v) for k, v in values.items()}, environ={})

@@ -37,6 +37,20 @@ def test_demo_on_bundled_sample_stores_every_tweet_exactly_once_and_reruns(pipel
         # Without FINAL: each tweet was inserted exactly once (no retried/doubled insert).
         assert client.query("SELECT count(), uniqExact(id) FROM dallosh.tweets").result_rows == \
             [(good, good)]
+        # The clean stage's decisions are logged; the sample's 195 retweets and 108
+        # support-account replies (connectors/samples/README.md) are among them.
+        decisions = dict(client.query(
+            "SELECT decision, count() FROM dallosh.clean_decisions FINAL WHERE run_id = {r:String} "
+            "GROUP BY decision", parameters={"r": first.replay.run_id}).result_rows)
+        assert decisions["retweet"] == 195 and decisions["brand_own"] == 108
+        assert first.summary.clean_decisions["retweet (tagged)"] == 195
+        # Copies reuse their original's classification instead of a model call.
+        copies = client.query(
+            "SELECT count(), countIf(c.sentiment = o.sentiment AND c.topic = o.topic) "
+            "FROM dallosh.tweets AS c INNER JOIN dallosh.tweets AS o ON c.duplicate_of = o.id "
+            "WHERE c.provider = 'dedup'").result_rows[0]
+        assert copies[0] > 500 and copies[0] == copies[1]
+        assert scalar(client, "SELECT sum(tweets) FROM dallosh.provider_calls") == good - copies[0]
 
     second = run_demo(pipeline_settings, say=print, timeout_s=240)  # re-running works
     assert second.replay.run_id != first.replay.run_id
@@ -49,7 +63,8 @@ def test_demo_on_bundled_sample_stores_every_tweet_exactly_once_and_reruns(pipel
         assert scalar(client, "SELECT count() FROM dallosh.dlq FINAL") == 2 * SAMPLE_BAD_ROWS
         ledger = client.query("SELECT sum(tweets), countIf(tier != 'degraded') "
                               "FROM dallosh.provider_calls").result_rows[0]
-        assert ledger == (2 * good, 0)
+        reused = first.summary.by_tier["degraded/dedup"] + second.summary.by_tier["degraded/dedup"]
+        assert ledger == (2 * good - reused, 0)  # one ledger entry per tweet a model saw
 
 
 def test_malformed_messages_from_any_producer_are_dead_lettered_by_the_clean_stage(pipeline_settings):

@@ -7,12 +7,14 @@ batch yields its classified tweets and one ledger record on ``provider.calls``.
 from __future__ import annotations
 
 import logging
+import time
 
 import faust
 
 from stream_app import metrics
 from stream_app.classify.degraded import classify_batch_with_rules
-from stream_app.records import CleanTweet, DeadLetter
+from stream_app.classify.reuse import ClassificationCache
+from stream_app.records import ClassifiedTweet, CleanTweet, DeadLetter, iso, utc_now
 from stream_app.settings import Settings
 from stream_app.topics import PipelineTopics
 
@@ -32,6 +34,8 @@ def decode_clean(payloads: list[bytes]) -> tuple[list[CleanTweet], list[DeadLett
 
 
 def register_classify_agent(app: faust.App, topics: PipelineTopics, settings: Settings) -> None:
+    cache = ClassificationCache()
+
     @app.agent(topics.clean, name="classify")
     async def classify(stream: faust.StreamT[bytes]) -> None:
         async for payloads in stream.take(settings.classify_batch_size,
@@ -41,11 +45,29 @@ def register_classify_agent(app: faust.App, topics: PipelineTopics, settings: Se
             tweets, dead = decode_clean(payloads)
             for letter in dead:
                 await topics.send_dead_letter(letter)
-            if not tweets:
-                continue
-            classified, call = classify_batch_with_rules(tweets)
+            reused, to_classify = split_reusable(tweets, cache)
+            classified = list(reused)
+            if to_classify:
+                fresh, call = classify_batch_with_rules(to_classify)
+                for tweet in fresh:
+                    cache.remember(tweet)
+                classified += fresh
+                await topics.provider_calls.send(key=call.call_id.encode(), value=call.to_json())
             for tweet in classified:
                 await topics.classified.send(key=tweet.id.encode(), value=tweet.to_json())
                 metrics.CLASSIFIED.labels(tweet.tier, tweet.provider).inc()
-            await topics.provider_calls.send(key=call.call_id.encode(), value=call.to_json())
             metrics.MESSAGES_OUT.labels(STAGE).inc(len(classified))
+
+
+def split_reusable(tweets: list[CleanTweet], cache: ClassificationCache
+                   ) -> tuple[list[ClassifiedTweet], list[CleanTweet]]:
+    """Copies whose original is known take its classification; the rest need classifying."""
+    now, version = iso(utc_now()), time.time_ns() // 1000
+    reused, to_classify = [], []
+    for tweet in tweets:
+        copy = cache.reuse_for(tweet, now, version)
+        if copy is not None:
+            reused.append(copy)
+        else:
+            to_classify.append(tweet)
+    return reused, to_classify

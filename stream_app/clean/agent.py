@@ -1,4 +1,15 @@
-"""Faust wiring of the clean stage: ``tweets.raw`` -> ``tweets.clean`` (+ ``tweets.dlq``)."""
+"""Faust wiring of the clean stage: ``tweets.raw`` -> ``tweets.clean``, with every
+decision on ``tweets.decisions`` and bad input on ``tweets.dlq``.
+
+Clean tweets are keyed by the id of their original (their own id for an original), so
+a copy or retweet lands on the same classify partition as the tweet it copies and can
+reuse its classification instead of costing a model call.
+
+The dedup state lives in the worker process (bounded by the event-time horizon): with
+one clean worker it sees the whole stream; with several, copies that land on another
+worker's partitions are not matched to their original (they are then classified as
+originals: more cost, never a lost tweet).
+"""
 
 from __future__ import annotations
 
@@ -7,30 +18,44 @@ import logging
 import faust
 
 from stream_app import metrics
-from stream_app.clean.cleaning import STAGE, clean_record
+from stream_app.clean.cleaning import STAGE, Cleaner
+from stream_app.clean.dedup import Deduplicator
+from stream_app.clean.relevance import load_brand
 from stream_app.records import DeadLetter
+from stream_app.settings import Settings
 from stream_app.topics import PipelineTopics
 
 log = logging.getLogger(__name__)
 
 
-def register_clean_agent(app: faust.App, topics: PipelineTopics) -> None:
+def build_cleaner(settings: Settings) -> Cleaner:
+    return Cleaner(load_brand(settings),
+                   Deduplicator(horizon_s=settings.dedup_horizon_s, capacity=settings.dedup_capacity,
+                                threshold=settings.dedup_threshold))
+
+
+def register_clean_agent(app: faust.App, topics: PipelineTopics, settings: Settings) -> None:
+    cleaner = build_cleaner(settings)
+
     @app.agent(topics.raw, name="clean")
     async def clean(stream: faust.StreamT[bytes]) -> None:
         async for payload in stream:
             metrics.MESSAGES_IN.labels(STAGE).inc()
             try:
-                result = clean_record(payload)
+                result = cleaner.clean(payload)
             except Exception as exc:  # a bug must not silently skip the tweet
                 log.exception("clean stage failed on a record; dead-lettering it")
                 metrics.ERRORS.labels(STAGE, "internal").inc()
-                dead = DeadLetter.build(stage=STAGE, payload=payload,
-                                        reason=f"internal error: {type(exc).__name__}: {exc}")
-                await topics.send_dead_letter(dead)
+                await topics.send_dead_letter(DeadLetter.build(
+                    stage=STAGE, payload=payload, reason=f"internal error: {type(exc).__name__}: {exc}"))
                 continue
+            for decision in result.decisions:
+                metrics.CLEAN_DECISIONS.labels(decision.decision, decision.action).inc()
+                await topics.decisions.send(key=decision.tweet_id.encode(), value=decision.to_json())
             if result.tweet is not None:
-                await topics.clean.send(key=result.tweet.id.encode(), value=result.tweet.to_json())
+                tweet = result.tweet
+                await topics.clean.send(key=(tweet.duplicate_of or tweet.id).encode(),
+                                        value=tweet.to_json())
                 metrics.MESSAGES_OUT.labels(STAGE).inc()
-            else:
-                assert result.dead_letter is not None
+            elif result.dead_letter is not None:
                 await topics.send_dead_letter(result.dead_letter)

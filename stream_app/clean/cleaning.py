@@ -1,8 +1,14 @@
-"""The clean stage's pure logic: raw JSON bytes in, a CleanTweet or a dead letter out.
+"""The clean stage's logic: raw JSON bytes in; a CleanTweet to forward, the decisions
+taken about it, or a dead letter out. Every decision is explicit and returned, so the
+agent can count and log it; nothing here raises on bad input.
 
-This first version normalises text (keeping meaning: entities unescaped, URLs reduced to
-a token with their domain, whitespace collapsed), settles the language and finds the
-location. The original text always travels beside the cleaned one.
+Order of work, and why:
+1. decode and validate (bad input -> dead letter);
+2. deduplicate first, so a replayed tweet is dropped before any other work;
+3. relevance to the brand (own posts and off-topic tweets are tagged or dropped);
+4. normalise text keeping meaning, extract features, language, location;
+5. scrub PII into ``text_scrubbed``, the only form sent to providers without zero
+   data retention (the original text stays beside it for local use).
 """
 
 from __future__ import annotations
@@ -11,69 +17,112 @@ import html
 import json
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from stream_app.clean.dedup import Deduplicator
+from stream_app.clean.language import detect_language
 from stream_app.clean.location import extract_location
-from stream_app.records import CleanTweet, DeadLetter, RawTweet, raw_tweet_problem
+from stream_app.clean.pii import scrub_pii
+from stream_app.clean.relevance import CUSTOMER, BrandConfig
+from stream_app.records import CleanDecision, CleanTweet, DeadLetter, RawTweet, parse_iso, raw_tweet_problem
 
 STAGE = "clean"
 
 _URL = re.compile(r"https?://([^/\s]+)\S*", re.IGNORECASE)
+_MENTION = re.compile(r"(?<![\w@])@(\w{1,30})")
+_HASHTAG = re.compile(r"(?<![\w#&])#(\w+)")
 _SPACES = re.compile(r"\s+")
-
-# Short function words that tell French from English in a tweet; the source's own
-# `lang` field wins when it is fr or en.
-_FR_WORDS = frozenset("""le la les des une est et pas plus que qui pour dans sur avec mais
-    je tu il nous vous ils mon ma mes votre vos depuis encore toujours rien merci bonjour
-    ça ce cette très chez aucun quand à de du au aux ne""".split())
-_EN_WORDS = frozenset("""the is are and not with for but my your you we they this that have
-    has been still since no any thanks please from what when why how can can't don't""".split())
-_WORD = re.compile(r"[a-zàâçéèêëîïôûùüÿœ']+")
+_ELONGATED = re.compile(r"(\w)\1{3,}")  # 4+ times the same letter: "nuuuuul"
+_EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\u2300-\u23FF]")
 
 
 def clean_text(text: str) -> str:
+    """Normalised text that keeps meaning: NFC, entities decoded, URLs reduced to
+    ``<url:domain>``, elongations capped at three letters, whitespace collapsed.
+    Mentions, hashtags and emojis stay in place (they carry meaning)."""
     text = unicodedata.normalize("NFC", html.unescape(text)).replace("\x00", "")
     text = _URL.sub(lambda m: f"<url:{m.group(1).lower()}>", text)
+    text = _ELONGATED.sub(lambda m: m.group(1) * 3, text)
     return _SPACES.sub(" ", text).strip()
 
 
-def detect_language(text: str, declared: str = "") -> str:
-    declared = declared.strip().lower()[:2]
-    if declared in ("fr", "en"):
-        return declared
-    words = _WORD.findall(text.lower())
-    fr = sum(w in _FR_WORDS for w in words)
-    en = sum(w in _EN_WORDS for w in words)
-    if fr == en == 0:
-        return "other"
-    return "fr" if fr >= en else "en"
+def emoji_names(text: str) -> list[str]:
+    """Emojis as text (``😡`` -> ``pouting_face``): sentiment features for any classifier."""
+    names = []
+    for char in _EMOJI.findall(text):
+        name = unicodedata.name(char, "")
+        if name:
+            names.append(name.lower().replace(" ", "_").replace("-", "_"))
+    return names
 
 
-@dataclass(frozen=True)
+@dataclass
 class CleanResult:
     tweet: CleanTweet | None = None
+    decisions: list[CleanDecision] = field(default_factory=list)
     dead_letter: DeadLetter | None = None
 
 
-def clean_record(payload: bytes) -> CleanResult:
-    """Decode and clean one message of ``tweets.raw``; never raises on bad input."""
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return CleanResult(dead_letter=DeadLetter.build(
-            stage=STAGE, reason=f"invalid JSON: {exc.__class__.__name__}", payload=payload))
-    problem = raw_tweet_problem(data)
-    if problem is not None:
-        data = data if isinstance(data, dict) else {}
-        return CleanResult(dead_letter=DeadLetter.build(
-            stage=STAGE, reason=problem, payload=payload, run_id=str(data.get("run_id", "")),
-            tweet_id=str(data.get("id", "")), source=str(data.get("source", ""))))
-    raw = RawTweet.from_dict(data)
-    location = extract_location(raw.text, raw.author_location)
-    text_clean = clean_text(raw.text)
-    return CleanResult(tweet=CleanTweet(
-        **raw.to_dict() | {"lang": detect_language(text_clean, raw.lang)},
-        text_clean=text_clean,
-        location=location.city if location else "",
-        region_code=location.region_code if location else "",
-    ))
+class Cleaner:
+    """One per worker process: holds the brand configuration and the dedup state."""
+
+    def __init__(self, brand: BrandConfig, dedup: Deduplicator) -> None:
+        self.brand = brand
+        self.dedup = dedup
+
+    def clean(self, payload: bytes) -> CleanResult:
+        try:
+            data = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return CleanResult(dead_letter=DeadLetter.build(
+                stage=STAGE, reason=f"invalid JSON: {exc.__class__.__name__}", payload=payload))
+        problem = raw_tweet_problem(data)
+        if problem is not None:
+            data = data if isinstance(data, dict) else {}
+            return CleanResult(dead_letter=DeadLetter.build(
+                stage=STAGE, reason=problem, payload=payload, run_id=str(data.get("run_id", "")),
+                tweet_id=str(data.get("id", "")), source=str(data.get("source", ""))))
+        return self._clean_valid(RawTweet.from_dict(data))
+
+    def _clean_valid(self, raw: RawTweet) -> CleanResult:
+        result = CleanResult()
+        text_clean = clean_text(raw.text)
+        seen = self.dedup.check(raw.id, text_clean, parse_iso(raw.created_at).timestamp(),
+                                is_retweet=raw.is_retweet)
+        if seen.kind == "exact":
+            result.decisions.append(CleanDecision.build(
+                raw, "exact_duplicate", "dropped", seen.duplicate_of, "same tweet id seen again"))
+            return result
+        if seen.kind in ("retweet", "near_duplicate"):
+            detail = f"similarity {seen.similarity:.2f}" if seen.duplicate_of else "original not seen"
+            result.decisions.append(CleanDecision.build(raw, seen.kind, "tagged", seen.duplicate_of, detail))
+
+        relevance = self.brand.relevance(raw.text, raw.author, raw.in_reply_to)
+        if relevance != CUSTOMER:
+            action = "dropped" if self.brand.policy(relevance) == "drop" else "tagged"
+            result.decisions.append(CleanDecision.build(raw, relevance, action, detail=f"brand {self.brand.name}"))
+            if action == "dropped":
+                return result
+
+        location = extract_location(raw.text, raw.author_location)
+        mentions = _MENTION.findall(text_clean)
+        scrubbed = scrub_pii(text_clean, public_handles=self.brand.accounts)
+        fields = raw.to_dict()
+        fields["lang"] = detect_language(text_clean, raw.lang)
+        result.tweet = CleanTweet(
+            **fields,
+            text_clean=text_clean,
+            location=location.city if location else "",
+            region_code=location.region_code if location else "",
+            mentions=mentions,
+            hashtags=_HASHTAG.findall(text_clean),
+            url_domains=[m.group(1).lower() for m in _URL.finditer(raw.text)],
+            emojis=emoji_names(text_clean),
+            text_scrubbed=scrubbed.text,
+            pii_kinds=list(scrubbed.found),
+            duplicate_of=seen.duplicate_of if seen.kind != "original" else "",
+            dedup_kind=seen.kind,
+            relevance=relevance,
+            brand=self.brand.name,
+        )
+        return result

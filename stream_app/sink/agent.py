@@ -20,7 +20,7 @@ from clickhouse_connect.driver.client import Client
 from stream_app import metrics
 from stream_app.records import DeadLetter
 from stream_app.settings import Settings
-from stream_app.sink.tables import DLQ, PROVIDER_CALLS, TWEETS, TableSpec
+from stream_app.sink.tables import CLEAN_DECISIONS, DLQ, PROVIDER_CALLS, TWEETS, TableSpec
 from stream_app.topics import PipelineTopics
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ def rows_and_rejects(spec: TableSpec, payloads: list[bytes]) -> tuple[list[list[
 def register_sink_agents(app: faust.App, topics: PipelineTopics, settings: Settings,
                          writer: ClickHouseWriter) -> None:
     for topic, spec in ((topics.classified, TWEETS), (topics.dlq, DLQ),
-                        (topics.provider_calls, PROVIDER_CALLS)):
+                        (topics.provider_calls, PROVIDER_CALLS),
+                        (topics.decisions, CLEAN_DECISIONS)):
         _register_one(app, topic, spec, settings, writer)
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from stream_app.records import ClassifiedTweet, DeadLetter, ProviderCall, Record, parse_iso
+from stream_app.records import (ClassifiedTweet, CleanDecision, DeadLetter, ProviderCall, Record,
+                                parse_iso)
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,9 @@ class TableSpec:
 TWEETS = TableSpec(
     table="dallosh.tweets", record_type=ClassifiedTweet,
     columns=("id", "created_at", "author", "author_location", "in_reply_to", "retweet_count",
-             "favorite_count", "is_retweet", "text", "text_clean", "lang", "location",
+             "favorite_count", "is_retweet", "text", "text_clean", "mentions", "hashtags",
+             "emojis", "pii_kinds", "duplicate_of", "dedup_kind", "relevance", "brand",
+             "lang", "location",
              "region_code", "sentiment", "priority", "topic", "team", "confidence", "tier",
              "provider", "model", "reason", "run_id", "source", "ingested_at",
              "classified_at", "version"),
@@ -46,4 +49,10 @@ PROVIDER_CALLS = TableSpec(
     columns=("call_id", "at", "run_id", "tier", "provider", "model", "tweets", "input_tokens",
              "output_tokens", "cost_usd", "latency_s", "outcome", "error"),
     time_columns=frozenset({"at"}),
+)
+CLEAN_DECISIONS = TableSpec(
+    table="dallosh.clean_decisions", record_type=CleanDecision,
+    columns=("decision_id", "at", "run_id", "tweet_id", "created_at", "decision", "action",
+             "duplicate_of", "detail"),
+    time_columns=frozenset({"at", "created_at"}),
 )
