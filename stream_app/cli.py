@@ -259,6 +259,35 @@ def bench_clean_command(json_path: Path | None) -> None:
     _write_bench_json(result, json_path)
 
 
+@bench.command("batching")
+@click.option("--tweets", type=click.IntRange(min=100), default=10_000, show_default=True,
+              help="Tweets in the simulated stream (the bundled sample, repeated and shuffled).")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=100.0,
+              show_default=True, help="Steady arrival rate of the stream, tweets per second.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the results here (else print them).")
+@friendly_errors
+def bench_batching_command(tweets: int, rate: float, json_path: Path | None) -> None:
+    """Smart batching vs one tweet per request vs fixed 20-tweet requests, in tokens.
+
+    The bundled sample, cleaned and scrubbed, as a steady stream through two reference
+    budgets: a small on-prem model (8k context, 2k output; the headline figures, where
+    the token budget binds) and a Gemini-Flash-like model (1M / 8k, where the 50-item cap
+    binds). Reports fill ratio, prompt overhead, requests and tokens per 1,000 tweets.
+    No provider is called and no network is needed (tiktoken runs offline).
+    """
+    from bench.batching import bench_batching
+    result = bench_batching(current_settings(), n=tweets, rate=rate)
+    for name, figures in result["budgets"].items():
+        req, tok, fill = figures["requests_per_1k"], figures["tokens_per_1k"], figures["fill_ratio"]
+        fill_text = "n/a (no request filled up)" if fill is None else f"{fill:.4f}"
+        click.echo(f"{name}: fill {fill_text}, prompt overhead "
+                   f"{figures['prompt_overhead_ratio']:.3f}, requests/1k smart {req['smart']:g} "
+                   f"single {req['single']:g} fixed20 {req['fixed20']:g}, tokens/1k smart "
+                   f"{tok['smart']:,} single {tok['single']:,} fixed20 {tok['fixed20']:,}")
+    _write_bench_json(result, json_path)
+
+
 @contextlib.contextmanager
 def _broker_for_bench(settings: Settings) -> Iterator[None]:
     started = not broker_status(settings).running

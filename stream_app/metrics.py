@@ -22,6 +22,15 @@ CLEAN_DECISIONS = Counter("dallosh_clean_decisions_total",
                           ["decision", "action"])
 CLASSIFIED = Counter("dallosh_classified_total", "Tweets classified, by tier and provider",
                      ["tier", "provider"])
+PROVIDER_REQUESTS = Counter("dallosh_provider_requests_total",
+                            "Classifier requests by provider and outcome (ok, partial, error kinds)",
+                            ["provider", "outcome"])
+PROVIDER_COST_USD = Counter("dallosh_provider_cost_usd_total", "Spend on classifier requests (USD)",
+                            ["provider"])
+PROVIDER_TOKENS = Counter("dallosh_provider_tokens_total", "Tokens billed by providers",
+                          ["provider", "direction"])
+CLASSIFIER_CACHE_HITS = Counter("dallosh_classifier_cache_hits_total",
+                                "Tweets answered from the classification cache (no request)")
 SINK_ROWS = Counter("dallosh_sink_rows_total", "Rows inserted into ClickHouse", ["table"])
 SINK_INSERT_SECONDS = Histogram("dallosh_sink_insert_seconds", "Duration of one ClickHouse insert",
                                 ["table"],

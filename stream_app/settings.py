@@ -61,6 +61,10 @@ def _positive_float(raw: str) -> float:
     return _number(raw, float, lambda v: v > 0, "a positive number")
 
 
+def _non_negative_float(raw: str) -> float:
+    return _number(raw, float, lambda v: v >= 0, "a number >= 0")
+
+
 def _backfill_minutes(raw: str) -> int:
     return _number(raw, int, lambda v: 0 <= v <= 5, "an integer from 0 to 5 (X's backfill limit)")
 
@@ -114,10 +118,22 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Jaccard similarity from which a tweet is a near-duplicate of an earlier one."),
     SettingSpec("metrics_port", 9108, _port,
                 "Port of the worker's Prometheus `/metrics` endpoint (0 disables it)."),
-    SettingSpec("classify_batch_size", 64, _positive_int,
-                "Most tweets the classify agent takes per batch."),
+    SettingSpec("classify_batch_size", 200, _positive_int,
+                "Most tweets the classify agent takes per window (packed into provider requests)."),
     SettingSpec("classify_max_wait", 1.0, _positive_float,
                 "Seconds a partial classify batch waits before it is sent anyway."),
+    SettingSpec("providers", None, Path,
+                "YAML list of classifier providers (cloud, on-prem) replacing the packaged "
+                "`stream_app/classify/providers.yaml`; e.g. a local Ollama first."),
+    SettingSpec("max_cost_per_hour", 0.0, _non_negative_float,
+                "USD a rolling hour of classifier requests may cost (0: no limit); requests that "
+                "would exceed it go to the next, cheaper tier."),
+    SettingSpec("max_cost_per_day", 0.0, _non_negative_float,
+                "USD a rolling day of classifier requests may cost (0: no limit)."),
+    SettingSpec("classify_deadline_s", 20.0, _positive_float,
+                "Seconds a request may take with its retries before its tweets fall to the next tier."),
+    SettingSpec("classify_max_items", 50, _positive_int,
+                "Most tweets in one provider request (accuracy drops in long batches)."),
     SettingSpec("sink_batch_size", 5000, _positive_int,
                 "Most rows per ClickHouse insert."),
     SettingSpec("sink_max_wait", 1.0, _positive_float,
@@ -180,6 +196,11 @@ class Settings:
     metrics_port: int
     classify_batch_size: int
     classify_max_wait: float
+    providers: Path | None
+    max_cost_per_hour: float
+    max_cost_per_day: float
+    classify_deadline_s: float
+    classify_max_items: int
     sink_batch_size: int
     sink_max_wait: float
     replay_checkpoint_every: int

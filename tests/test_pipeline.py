@@ -110,3 +110,52 @@ def test_malformed_messages_from_any_producer_are_dead_lettered_by_the_clean_sta
     assert reasons[0] == "empty text"
     assert sum(r.startswith("invalid JSON") for r in reasons) == 2
     assert any(r.startswith("schema: retweet_count") for r in reasons)
+
+
+def test_demo_uses_an_onprem_openai_compatible_server_named_by_dallosh_providers(tmp_path, kafka_bootstrap):
+    """The running pipeline (worker subprocess) classifies through a local
+    OpenAI-compatible server (playing Ollama) named in a DALLOSH_PROVIDERS file."""
+    import threading
+
+    from tests.conftest import isolated_settings
+    from tests.live_server import FakeServer
+    from tests.test_cascade import PATH, model
+
+    ready, stop, url = threading.Event(), threading.Event(), []
+
+    def serve() -> None:
+        async def main() -> None:
+            async with FakeServer().route(PATH, model()) as server:
+                url.append(server.url)
+                ready.set()
+                while not stop.is_set():
+                    await asyncio.sleep(0.05)
+        asyncio.run(main())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    providers = tmp_path / "providers.yaml"
+    providers.write_text(f"""providers:
+  - name: local-ollama
+    tier: onprem
+    base_url: {url[0]}/v1
+    model: qwen2.5:7b-instruct
+    context_tokens: 8192
+    max_output_tokens: 2048
+""")
+    settings = isolated_settings(tmp_path / "data", kafka_bootstrap, providers=str(providers))
+    try:
+        result = run_demo(settings, say=print, timeout_s=240)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert result.reconciles
+    tiers = result.summary.by_tier
+    assert tiers.get("onprem/local-ollama", 0) > 1000  # customer originals went to the server
+    assert set(tiers) <= {"onprem/local-ollama", "onprem/cache", "degraded/rules", "onprem/dedup",
+                          "degraded/dedup"}
+    with store_session(settings.clickhouse_dsn) as client:
+        calls = client.query("SELECT provider, outcome, sum(tweets) FROM dallosh.provider_calls "
+                             "GROUP BY provider, outcome").result_rows
+    assert ("local-ollama", "ok", tiers["onprem/local-ollama"]) in [(p, o, n) for p, o, n in calls]

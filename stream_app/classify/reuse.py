@@ -12,7 +12,7 @@ from stream_app.records import ClassifiedTweet, CleanTweet
 REUSED_PROVIDER = "dedup"
 
 
-class ClassificationCache:
+class RecentClassifications:
     def __init__(self, capacity: int = 100_000) -> None:
         self._capacity = capacity
         self._by_id: OrderedDict[str, ClassifiedTweet] = OrderedDict()
