@@ -60,6 +60,18 @@ def isolated_settings(data_dir: Path, bootstrap: str, **overrides: object) -> Se
     return load_settings({k: str(v) for k, v in values.items()}, environ={})
 
 
+@pytest.fixture(scope="session")
+def counter(tmp_path_factory: pytest.TempPathFactory):
+    """A tiktoken counter whose BPE files are installed offline into a fresh cache (the
+    way a new machine gets them), with TIKTOKEN_CACHE_DIR restored afterwards."""
+    from stream_app.classify.tokens import TokenCounter
+    saved = os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+    yield TokenCounter(cache_dir=tmp_path_factory.mktemp("dallosh-cache"))
+    os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+    if saved is not None:
+        os.environ["TIKTOKEN_CACHE_DIR"] = saved
+
+
 @pytest.fixture
 def pipeline_settings(tmp_path: Path, kafka_bootstrap: str) -> Settings:
     return isolated_settings(tmp_path / "data", kafka_bootstrap)

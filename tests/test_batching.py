@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import gzip
 import math
-import os
 import random
 
 import pytest
@@ -20,15 +19,6 @@ from stream_app.clean.cleaning import clean_text
 from stream_app.clean.pii import scrub_pii
 
 P = 401  # a fixed per-request input, like the v1 system prompt + framing
-
-
-@pytest.fixture(scope="module")
-def counter(tmp_path_factory: pytest.TempPathFactory):
-    saved = os.environ.pop("TIKTOKEN_CACHE_DIR", None)
-    yield TokenCounter(cache_dir=tmp_path_factory.mktemp("dallosh-cache"))
-    os.environ.pop("TIKTOKEN_CACHE_DIR", None)
-    if saved is not None:
-        os.environ["TIKTOKEN_CACHE_DIR"] = saved
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,7 @@ from stream_app.classify.finops import BudgetGovernor
 from stream_app.classify.provider_client import CircuitBreaker, OpenAICompatibleClient
 from stream_app.classify.provider_config import ProviderConfig
 from stream_app.classify.rules import DEFAULT_TEAMS, TOPICS
-from stream_app.classify.tokens import TokenCounter
 from stream_app.classify.types import Item
-from stream_app.settings import load_settings
 from tests.conftest import free_port
 from tests.live_server import FakeServer, Request, Respond
 
@@ -37,11 +35,6 @@ KEY_ENV = "DALLOSH_TEST_CASCADE_KEY"
 @pytest.fixture(autouse=True)
 def cloud_key(monkeypatch):
     monkeypatch.setenv(KEY_ENV, f"sk-test-{uuid.uuid4().hex}")
-
-
-@pytest.fixture(scope="module")
-def counter():
-    return TokenCounter(cache_dir=load_settings(environ={}).cache_dir)
 
 
 def items_in(request: Request) -> list[dict]:

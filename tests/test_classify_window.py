@@ -7,9 +7,7 @@ from stream_app.classify.cascade import Cascade
 from stream_app.classify.provider_client import OpenAICompatibleClient
 from stream_app.classify.reuse import RecentClassifications
 from stream_app.classify.rules import DEFAULT_TEAMS, TOPICS
-from stream_app.classify.tokens import TokenCounter
 from stream_app.records import CleanTweet
-from stream_app.settings import load_settings
 
 
 def clean_tweet(id_: str, text: str, **extra) -> CleanTweet:
@@ -17,10 +15,9 @@ def clean_tweet(id_: str, text: str, **extra) -> CleanTweet:
                       created_at="2026-03-12T10:00:00Z", ingested_at="2026-03-12T10:00:00Z", **extra)
 
 
-def test_every_tweet_comes_back_once_and_copies_cost_nothing():
+def test_every_tweet_comes_back_once_and_copies_cost_nothing(counter):
     async def main():
-        cascade = Cascade([], OpenAICompatibleClient(trust_env=False),
-                          TokenCounter(cache_dir=load_settings(environ={}).cache_dir), TOPICS, DEFAULT_TEAMS)
+        cascade = Cascade([], OpenAICompatibleClient(trust_env=False), counter, TOPICS, DEFAULT_TEAMS)
         recent = RecentClassifications()
         first = [clean_tweet("1", "panne fibre à Lyon, inadmissible"),
                  clean_tweet("2", "il fait beau", relevance="off_topic"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-import os
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -20,15 +19,6 @@ from stream_app.clean.pii import scrub_pii
 from stream_app.records import schema_errors
 
 PHONE = "06 12 34 56 78"
-
-
-@pytest.fixture(scope="module")
-def counter(tmp_path_factory: pytest.TempPathFactory):
-    saved = os.environ.pop("TIKTOKEN_CACHE_DIR", None)
-    yield TokenCounter(cache_dir=tmp_path_factory.mktemp("dallosh-cache"))
-    os.environ.pop("TIKTOKEN_CACHE_DIR", None)
-    if saved is not None:
-        os.environ["TIKTOKEN_CACHE_DIR"] = saved
 
 
 def _item(i: int, text: str) -> Item:
