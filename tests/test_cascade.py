@@ -20,7 +20,8 @@ import pytest
 
 from stream_app.classify.cascade import Cascade
 from stream_app.classify.finops import BudgetGovernor
-from stream_app.classify.provider_client import CircuitBreaker, OpenAICompatibleClient
+from stream_app.classify.provider_client import OpenAICompatibleClient
+from stream_app.classify.resilience import CircuitBreaker
 from stream_app.classify.provider_config import ProviderConfig
 from stream_app.classify.rules import DEFAULT_TEAMS, TOPICS
 from stream_app.classify.types import Item

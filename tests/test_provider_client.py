@@ -22,10 +22,11 @@ from typing import Any
 
 import pytest
 
-from stream_app.classify.provider_client import (Attempt, ChatResult, CircuitBreaker,
-                                                 OpenAICompatibleClient, ProviderError, RateLimiter,
-                                                 backoff_delay, call_with_retries, extract_items,
-                                                 parse_items, parse_retry_after, redact)
+from stream_app.classify.answers import extract_items, parse_items
+from stream_app.classify.provider_client import (ChatResult, OpenAICompatibleClient, ProviderError,
+                                                 parse_retry_after, redact)
+from stream_app.classify.resilience import (Attempt, CircuitBreaker, RateLimiter, backoff_delay,
+                                            call_with_retries)
 from stream_app.classify.provider_config import ProviderConfig
 from stream_app.classify.rules import DEFAULT_TEAMS, TOPICS
 from stream_app.classify.types import Label

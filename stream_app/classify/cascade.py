@@ -24,9 +24,9 @@ from stream_app.classify.batching import Budget, plan_requests
 from stream_app.classify.finops import BudgetGovernor, ClassificationCache
 from stream_app.classify.prompt import (PROMPT_VERSION, expected_output_tokens, render_items,
                                         request_overhead_tokens, response_schema, system_prompt)
-from stream_app.classify.provider_client import (Attempt, CircuitBreaker, OpenAICompatibleClient,
-                                                 ProviderError, RateLimiter, call_with_retries,
-                                                 parse_items)
+from stream_app.classify.answers import parse_items
+from stream_app.classify.provider_client import OpenAICompatibleClient, ProviderError
+from stream_app.classify.resilience import Attempt, CircuitBreaker, RateLimiter, call_with_retries
 from stream_app.classify.provider_config import ProviderConfig
 from stream_app.classify.rules import classify_text
 from stream_app.classify.tokens import TokenCounter
