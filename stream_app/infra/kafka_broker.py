@@ -336,6 +336,13 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
     except OSError:
         return False
+    if state == "Z":  # exited since the waitpid above: reap it if it is our child
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        return False
+    return True
