@@ -18,8 +18,8 @@ import contextlib
 import json
 import time
 import zlib
-from collections import Counter, deque
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from aiokafka import AIOKafkaProducer
@@ -27,18 +27,11 @@ from aiokafka.errors import KafkaConnectionError
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from stream_app.kafka_admin import KafkaUnavailable, ensure_topics
-from stream_app.records import DeadLetter, reason_kind
+from stream_app.records import DeadLetter
 from stream_app.settings import Settings
 
 
 _encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-@dataclass
-class ProducedCounts:
-    produced: int = 0
-    dead_lettered: int = 0
-    dead_letter_reasons: Counter = field(default_factory=Counter)
 
 
 @dataclass
@@ -57,7 +50,6 @@ class RawProducer:
         self._in_flight: deque[tuple[asyncio.Future, int]] = deque()
         self._partitions: dict[str, list[int]] = {}
         self._linger_task: asyncio.Task | None = None
-        self.counts = ProducedCounts()
         # Next offset after our last acknowledged record, per topic and partition.
         self.acked_offsets: dict[str, dict[int, int]] = {}
 
@@ -92,13 +84,10 @@ class RawProducer:
         """Send one raw tweet (already validated with ``raw_tweet_problem``)."""
         payload = _encode_json(record).encode()
         await self._append(self._settings.topic_raw, str(record["id"]).encode(), payload)
-        self.counts.produced += 1
 
     async def send_dead_letter(self, dead: DeadLetter) -> None:
         await self._append(self._settings.topic_dlq,
                            (dead.tweet_id or dead.dead_letter_id).encode(), dead.to_json())
-        self.counts.dead_lettered += 1
-        self.counts.dead_letter_reasons[reason_kind(dead.reason)] += 1
 
     async def _append(self, topic: str, key: bytes, value: bytes) -> None:
         partitions = self._partitions[topic]

@@ -19,6 +19,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from stream_app import metrics
 from stream_app.clean.dedup import Deduplicator
 from stream_app.clean.language import detect_language
 from stream_app.clean.location import extract_location
@@ -26,7 +27,7 @@ from stream_app.clean.pii import scrub_pii
 from stream_app.clean.relevance import CUSTOMER, BrandConfig
 from stream_app.records import CleanDecision, CleanTweet, DeadLetter, RawTweet, parse_iso, raw_tweet_problem
 
-STAGE = "clean"
+STAGE = metrics.STAGE_CLEAN
 
 _URL = re.compile(r"https?://([^/\s]+)\S*", re.IGNORECASE)
 _MENTION = re.compile(r"(?<![\w@])@(\w{1,30})")

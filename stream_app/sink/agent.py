@@ -87,7 +87,6 @@ def _register_one(app: faust.App, topic: faust.TopicT, spec: TableSpec, settings
             if rejects:
                 # The sink owns the dlq table, so it writes its own rejects there directly.
                 await writer.insert(DLQ, [DLQ.to_row(r.to_json()) for r in rejects])
-                for reject in rejects:
-                    metrics.DEAD_LETTERS.labels(STAGE, "unwritable").inc()
+                metrics.DEAD_LETTERS.labels(STAGE, "unwritable").inc(len(rejects))
 
     app.agent(topic, name=f"sink_{spec.table.split('.')[-1]}")(sink)
