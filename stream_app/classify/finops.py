@@ -12,6 +12,7 @@ import hashlib
 import time
 import unicodedata
 from collections import OrderedDict, deque
+from functools import lru_cache
 from typing import Callable
 
 from stream_app.classify.types import Label
@@ -65,8 +66,11 @@ class BudgetGovernor:
         return self._spent_since(DAY_S)
 
 
+@lru_cache(maxsize=65_536)
 def text_key(text: str) -> str:
-    """The cache identity of a text: case, accents and spacing do not make it new."""
+    """The cache identity of a text: case, accents and spacing do not make it new.
+
+    Memoised: the cascade looks each pending tweet up once per configured provider."""
     folded = unicodedata.normalize("NFKD", text.casefold()).encode("ascii", "ignore").decode()
     return hashlib.sha1(" ".join(folded.split()).encode()).hexdigest()
 
