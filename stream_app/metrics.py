@@ -35,6 +35,16 @@ SINK_ROWS = Counter("dallosh_sink_rows_total", "Rows inserted into ClickHouse", 
 SINK_INSERT_SECONDS = Histogram("dallosh_sink_insert_seconds", "Duration of one ClickHouse insert",
                                 ["table"],
                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+SINK_RETRIES = Counter("dallosh_sink_insert_retries_total",
+                       "ClickHouse inserts retried after a transient error", ["table"])
+SINK_REFUSED_ROWS = Counter("dallosh_sink_refused_rows_total",
+                            "Rows ClickHouse refused for good (dead-lettered with the reason)",
+                            ["table"])
+SINK_BLOCKED = Gauge("dallosh_sink_blocked",
+                     "1 while a batch waits for ClickHouse (retrying; Kafka reads pause "
+                     "once the stream buffer is full)", ["table"])
+SINK_PENDING_ROWS = Gauge("dallosh_sink_pending_rows",
+                          "Rows taken from Kafka and not yet durable in ClickHouse", ["table"])
 CONSUMER_LAG = Gauge("dallosh_consumer_lag_messages",
                      "Messages of a topic not yet committed by the worker group", ["topic"])
 

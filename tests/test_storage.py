@@ -100,3 +100,98 @@ def test_dsn_validation_and_redaction():
     with pytest.raises(ch.StorageError) as raised:
         ch.connect("postgres://u:secret@h/db")
     assert "secret" not in str(raised.value)
+
+
+# ----------------------------------------------------------------- 0003: layout, rollup, retention
+
+def test_migration_0003_keeps_the_rows_of_an_older_store(tmp_path, monkeypatch):
+    dsn = f"chdb://{tmp_path / 'ch'}"
+    every = ch.load_migrations()
+    monkeypatch.setattr(ch, "load_migrations", lambda: [m for m in every if m.version < 3])
+    with ch.store_session(dsn) as client:     # an installation at migration 0002, with data
+        payloads = [tweet(1).to_json(), tweet(2).to_json(),
+                    tweet(1, sentiment="neutral", version=2).to_json()]
+        rows, _ = rows_and_rejects(TWEETS, payloads)
+        client.insert(TWEETS.table, rows, column_names=list(TWEETS.columns))
+    monkeypatch.setattr(ch, "load_migrations", lambda: every)
+    with ch.store_session(dsn) as client:
+        engine = client.query("SELECT engine_full FROM system.tables WHERE database = 'dallosh' "
+                              "AND name = 'tweets'").result_rows[0][0]
+        assert "PARTITION BY toYYYYMM(created_at) ORDER BY (created_at, id)" in engine
+        assert "non_replicated_deduplication_window = 1000" in engine
+        assert client.query("SELECT id, sentiment FROM dallosh.tweets FINAL ORDER BY id").result_rows \
+            == [("1", "neutral"), ("2", "negative")]
+        # the rollup was backfilled from the latest version of each tweet only
+        assert client.query("SELECT sentiment, sum(tweets) FROM dallosh.tweets_by_minute_v "
+                            "GROUP BY sentiment ORDER BY sentiment").result_rows \
+            == [("negative", 1), ("neutral", 1)]
+
+
+def test_rollup_counts_a_redelivered_tweet_once_and_says_what_it_overcounts(store):
+    def insert(*records):
+        rows, _ = rows_and_rejects(TWEETS, [r.to_json() for r in records])
+        store.insert(TWEETS.table, rows, column_names=list(TWEETS.columns))
+
+    insert(tweet(1), tweet(2), tweet(3, created_at="2026-03-12T14:01:30Z"))
+    insert(tweet(1), tweet(2))                     # redelivered after a crash: same cells
+    insert(tweet(2, version=2))                    # re-classified, same labels: same cell
+    view = "SELECT minute, sentiment, tweets FROM dallosh.tweets_by_minute_v ORDER BY minute, sentiment"
+    assert [(m.strftime("%H:%M"), s, n) for m, s, n in store.query(view).result_rows] == \
+        [("14:00", "negative", 2), ("14:01", "negative", 1)]
+    insert(tweet(1, sentiment="neutral", version=3))  # re-classified into another cell
+    exact = store.query("SELECT sentiment, count() FROM dallosh.tweets FINAL "
+                        "GROUP BY sentiment ORDER BY sentiment").result_rows
+    rollup = store.query("SELECT sentiment, sum(tweets) FROM dallosh.tweets_by_minute_v "
+                         "GROUP BY sentiment ORDER BY sentiment").result_rows
+    assert exact == [("negative", 2), ("neutral", 1)]
+    assert rollup == [("negative", 3), ("neutral", 1)]   # the documented over-count: id 1 twice
+    columns = store.query("DESCRIBE TABLE dallosh.tweets_by_minute_v").result_rows
+    assert [(c[0], c[1]) for c in columns] == [
+        ("minute", "DateTime('UTC')"), ("topic", "LowCardinality(String)"),
+        ("sentiment", "LowCardinality(String)"), ("priority", "UInt8"),
+        ("location", "LowCardinality(String)"), ("team", "LowCardinality(String)"),
+        ("tweets", "UInt64")]
+
+
+def test_final_and_argmax_agree_before_any_merge(store):
+    for version in (1, 2, 3):   # three inserts = three parts, nothing merged yet
+        rows, _ = rows_and_rejects(TWEETS, [tweet(i, version=version, priority=version % 3).to_json()
+                                            for i in range(50)])
+        store.insert(TWEETS.table, rows, column_names=list(TWEETS.columns))
+    assert store.query("SELECT count() FROM dallosh.tweets").result_rows == [(150,)]
+    final = store.query("SELECT priority, count() FROM dallosh.tweets FINAL GROUP BY priority").result_rows
+    argmax = store.query("SELECT p, count() FROM (SELECT argMax(priority, version) AS p "
+                         "FROM dallosh.tweets GROUP BY id) GROUP BY p").result_rows
+    assert final == argmax == [(0, 50)]
+
+
+def test_retention_is_applied_from_settings_and_only_when_it_changes(tmp_path):
+    from stream_app.settings import load_settings
+    from stream_app.storage.retention import Retention, apply_retention, current_ttl
+    dsn = f"chdb://{tmp_path / 'ch'}"
+    settings = load_settings({"tweets_retention_days": "30", "dlq_retention_days": "0"}, environ={})
+    retention = Retention.from_settings(settings)
+    client = ch.open_store(dsn, retention)
+    try:
+        assert current_ttl(client, "dallosh", "tweets") == "toDateTime(stored_at) + toIntervalDay(30)"
+        assert current_ttl(client, "dallosh", "tweets_by_minute") == \
+            "toDateTime(last_stored) + toIntervalDay(730)"
+        assert current_ttl(client, "dallosh", "provider_calls") == "toDateTime(at) + toIntervalDay(400)"
+        assert current_ttl(client, "dallosh", "dlq") == ""          # 0 days: kept forever
+        assert apply_retention(client, retention) == []              # unchanged: no ALTER
+        assert apply_retention(client, Retention(7, 730, 365, 400, 0)) == ["tweets", "clean_decisions"]
+        assert apply_retention(client, Retention(0, 730, 365, 400, 0)) == ["tweets", "clean_decisions"]
+        assert current_ttl(client, "dallosh", "tweets") == ""
+    finally:
+        ch.close_store(client, dsn)
+
+
+def test_expired_rows_go_and_recent_ones_stay(store):
+    from stream_app.storage.retention import Retention, apply_retention
+    rows, _ = rows_and_rejects(TWEETS, [tweet(1).to_json(), tweet(2).to_json()])
+    store.insert(TWEETS.table, rows, column_names=list(TWEETS.columns))
+    store.command("ALTER TABLE dallosh.tweets UPDATE stored_at = now64(3) - INTERVAL 40 DAY "
+                  "WHERE id = '1' SETTINGS mutations_sync = 1")
+    apply_retention(store, Retention(30, 730, 365, 400, 90))
+    store.command("OPTIMIZE TABLE dallosh.tweets FINAL")
+    assert store.query("SELECT id FROM dallosh.tweets").result_rows == [("2",)]

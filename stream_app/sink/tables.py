@@ -7,11 +7,26 @@ the schema itself rather than hand-written code per table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import math
+from dataclasses import MISSING, dataclass, fields
+from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any
 
-from stream_app.records import (ClassifiedTweet, CleanDecision, DeadLetter, ProviderCall, Record,
-                                parse_iso)
+from stream_app.records import Alert, ClassifiedTweet, CleanDecision, DeadLetter, ProviderCall, Record
+
+
+_REQUIRED = object()
+
+
+def epoch_millis(text: str) -> int:
+    """ISO-8601 text (naive = UTC) as DateTime64(3) ticks: clickhouse-connect writes ints
+    as they are, where it would convert a datetime object per value in Python."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return math.floor(moment.timestamp()) * 1000 + moment.microsecond // 1000
 
 
 @dataclass(frozen=True)
@@ -22,10 +37,37 @@ class TableSpec:
     time_columns: frozenset[str]
 
     def to_row(self, payload: bytes) -> list[Any]:
-        """Decode one message into a row; raises ValueError/TypeError/KeyError if it cannot."""
-        record = self.record_type.from_json(payload).to_dict()
-        return [parse_iso(record[c]) if c in self.time_columns else record[c]
-                for c in self.columns]
+        """Decode one message into a row; raises ValueError/TypeError/KeyError if it cannot.
+
+        The hot path of the sink: straight from the JSON object to the row, without
+        building the record (that cost ~4x more). A required field that is missing
+        raises KeyError, as building the record would; a value of the wrong type is
+        left for ClickHouse to refuse."""
+        data = json.loads(payload)
+        if type(data) is not dict:
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        get = data.get
+        row = [get(column, default) for column, default in self._defaults]
+        if _REQUIRED in row:
+            raise KeyError(f"missing field {self.columns[row.index(_REQUIRED)]!r}")
+        for i in self._time_indexes:
+            if row[i] is not None:  # None: a Nullable time (e.g. an alert not resolved yet)
+                row[i] = epoch_millis(row[i])
+        return row
+
+    @cached_property
+    def _defaults(self) -> list[tuple[str, Any]]:
+        defaults = {}
+        for f in fields(self.record_type):
+            if f.default is not MISSING:
+                defaults[f.name] = f.default
+            elif f.default_factory is not MISSING:
+                defaults[f.name] = f.default_factory()
+        return [(c, defaults.get(c, _REQUIRED)) for c in self.columns]
+
+    @cached_property
+    def _time_indexes(self) -> list[int]:
+        return [i for i, c in enumerate(self.columns) if c in self.time_columns]
 
 
 TWEETS = TableSpec(
@@ -55,4 +97,11 @@ CLEAN_DECISIONS = TableSpec(
     columns=("decision_id", "at", "run_id", "tweet_id", "created_at", "decision", "action",
              "duplicate_of", "detail"),
     time_columns=frozenset({"at", "created_at"}),
+)
+ALERTS = TableSpec(
+    table="dallosh.alerts", record_type=Alert,
+    columns=("alert_id", "detector", "key", "location", "severity", "status", "window_start",
+             "window_end", "observed", "expected", "score", "example_ids", "message", "first_seen",
+             "updated_at", "resolved_at", "version"),
+    time_columns=frozenset({"window_start", "window_end", "first_seen", "updated_at", "resolved_at"}),
 )

@@ -22,6 +22,8 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from stream_app.storage.retention import Retention, apply_retention
+
 DATABASE = "dallosh"
 MIGRATIONS_TABLE = f"{DATABASE}.schema_migrations"
 
@@ -159,12 +161,18 @@ def apply_migrations(client: Client) -> list[int]:
     return done_now
 
 
-def open_store(dsn: str) -> Client:
-    """Connect and make sure the schema is current; the caller owns the client for its
-    whole life (the sink). Readers that come and go use :func:`store_session`."""
+def open_store(dsn: str, retention: Retention | None = None) -> Client:
+    """Connect and make sure the schema is current, and the retention (TTLs) too when
+    given; the caller owns the client for its whole life (the sink). Readers that come
+    and go use :func:`store_session`, which leaves retention alone."""
     client = connect(dsn)
     try:
         apply_migrations(client)
+        if retention is not None:
+            try:
+                apply_retention(client, retention, DATABASE)
+            except ClickHouseError as exc:
+                raise StorageError(f"cannot apply the retention settings: {_first_line(exc)}") from None
     except BaseException:
         close_store(client, dsn)
         raise
