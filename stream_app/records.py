@@ -187,6 +187,29 @@ class ProviderCall(Record):
     error: str = ""
 
 
+@dataclass(kw_only=True)
+class Alert(Record):
+    """A weak-signal alert (stream_app/signals): one incident, updated until it resolves.
+    Times are event times; ``version`` orders the updates of one alert."""
+    alert_id: str
+    detector: str
+    key: str
+    location: str
+    severity: str
+    status: str                 # firing, resolved, withdrawn (a replay's late data disproved it)
+    window_start: str
+    window_end: str
+    observed: float
+    expected: float
+    score: float
+    example_ids: list[str]
+    message: str
+    first_seen: str
+    updated_at: str
+    resolved_at: str | None = None
+    version: int = 0
+
+
 def reason_kind(reason: str) -> str:
     """The kind of a dead-letter reason, without its details, for counts and metric labels.
 

@@ -97,3 +97,30 @@ def format_summary(summary: RunSummary, rows_in: int, duplicates_skipped: int = 
         line("dead letters", summary.dead_letters_by_reason),
         line("clean stage", summary.clean_decisions),
     ])
+
+
+_RUN_SPAN = ("(SELECT min(created_at) FROM dallosh.tweets FINAL WHERE run_id = {run:String}) AND "
+             "(SELECT max(created_at) FROM dallosh.tweets FINAL WHERE run_id = {run:String})")
+
+
+def run_alerts(client: Client, run_id: str) -> list[dict]:
+    """The weak-signal alerts first seen within the run's event times (withdrawn ones,
+    which late data of a replay disproved, left out)."""
+    rows = client.query(
+        "SELECT severity, detector, location, key, status, first_seen, resolved_at, observed, "
+        "expected, message, example_ids FROM dallosh.alerts FINAL WHERE status != 'withdrawn' "
+        f"AND first_seen BETWEEN {_RUN_SPAN} ORDER BY first_seen, alert_id",
+        parameters={"run": run_id})
+    return [dict(zip(rows.column_names, row)) for row in rows.result_rows]
+
+
+def format_alerts(alerts: list[dict]) -> str:
+    if not alerts:
+        return "Alerts: none"
+    lines = [f"Alerts: {len(alerts)}"]
+    for a in alerts:
+        until = f" -> resolved {a['resolved_at']:%H:%M}" if a["resolved_at"] else " (still firing)"
+        lines.append(f"  [{a['severity']}] {a['location'] or 'national'} ({a['key']}): "
+                     f"first seen {a['first_seen']:%Y-%m-%d %H:%M} UTC{until}; {a['message']}; "
+                     f"e.g. tweets {', '.join(a['example_ids'][:3])}")
+    return "\n".join(lines)

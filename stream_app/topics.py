@@ -25,6 +25,7 @@ class PipelineTopics:
     alerts: faust.TopicT
     provider_calls: faust.TopicT
     decisions: faust.TopicT
+    windows: faust.TopicT
 
     @classmethod
     def declare(cls, app: faust.App, settings: Settings) -> "PipelineTopics":
@@ -36,7 +37,8 @@ class PipelineTopics:
                    classified=topic(settings.topic_classified), dlq=topic(settings.topic_dlq),
                    alerts=topic(settings.topic_alerts),
                    provider_calls=topic(settings.topic_provider_calls),
-                   decisions=topic(settings.topic_decisions))
+                   decisions=topic(settings.topic_decisions),
+                   windows=topic(settings.topic_windows))
 
     async def send_dead_letter(self, dead: DeadLetter) -> None:
         metrics.DEAD_LETTERS.labels(dead.stage, reason_kind(dead.reason)).inc()

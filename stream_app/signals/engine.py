@@ -1,0 +1,201 @@
+"""The deterministic core of the signals stage: fed classified tweets (with the Kafka
+partition each came from), it closes event-time windows and emits window records and
+alert changes. No Kafka, no clock: the same tweets give the same windows and alerts
+whatever the speed or the order they arrive in, within the revision horizon.
+
+Watermark: the smallest, over the partitions seen, of the latest event time of that
+partition, minus the allowed lateness; a one-minute window closes when the watermark
+passes its end, and the detectors run at every five-minute step the watermark closes.
+
+Late data: a tweet for an already closed window is counted as late and still applied:
+its windows are re-emitted (same key, newer content) and the detectors re-run from its
+step with the alert state as it was then, so alerts converge on what an in-order run
+would have produced; an alert that the corrected history no longer contains is
+re-published with status ``withdrawn``. A replay at ``--max`` interleaves partitions
+and classification batches hours apart, so this is what makes replays speed-independent.
+Tweets older than the revision horizon behind the watermark are counted and left out
+of the windows (they still reach ClickHouse through the sink).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from stream_app.signals.alerts import AlertTracker, group_signals
+from stream_app.signals.detectors import DetectorConfig, burst, slow_rise, threshold
+from stream_app.signals.windows import (MINUTE, STEP_MINUTES, Aggregate, TweetEvent, WindowStore,
+                                        window_record)
+
+SLOW_RISE_EVERY = 30          # minutes between two runs of the (costlier) trend test
+DETAIL_MINUTES = 26 * 60      # minutes keeping authors/terms/examples; older: counts only
+RETENTION_MINUTES = 15 * 24 * 60
+
+
+@dataclass
+class EngineOutput:
+    windows: list[dict] = field(default_factory=list)
+    alerts: list[dict] = field(default_factory=list)
+
+    def extend(self, other: "EngineOutput") -> None:
+        self.windows += other.windows
+        self.alerts += other.alerts
+
+
+class SignalEngine:
+    def __init__(self, cfg: DetectorConfig | None = None, allowed_lateness_s: float = 120.0,
+                 revision_horizon_s: float = 24 * 3600.0, partitions: int = 1) -> None:
+        self.cfg = cfg or DetectorConfig()
+        self.lateness = allowed_lateness_s
+        self.horizon_minutes = int(revision_horizon_s // MINUTE)
+        self.partitions = partitions             # the watermark waits until each has been seen
+        self.store = WindowStore()
+        self.tracker = AlertTracker(self.cfg)
+        self.partition_max: dict[int, float] = {}
+        self.closed_until: int | None = None     # minutes < this are closed
+        self.evaluated_until: int | None = None  # last evaluated step (a multiple of 5)
+        self.snapshots: dict[int, tuple] = {}    # step -> tracker state before that step
+        self.published: dict[str, dict] = {}     # alert_id -> last alert record emitted
+        self.settled: set[str] = set()           # resolved beyond the horizon: final
+        self._pruned_at = -10**12
+        self.events = 0
+        self.late_events = 0                     # applied to closed windows (revisions)
+        self.dropped_late = 0                    # older than the revision horizon
+
+    # ------------------------------------------------------------------ feeding
+
+    def feed(self, batch: Iterable[tuple[int, TweetEvent]]) -> EngineOutput:
+        """Apply a batch of (partition, tweet); return closed/revised windows and alert changes."""
+        revised: set[tuple[str, int]] = set()
+        dirty_step: int | None = None
+        for partition, event in batch:
+            minute = int(event.time // MINUTE)
+            if self.closed_until is not None and minute < self.closed_until:
+                if minute < self.closed_until - self.horizon_minutes:
+                    self.dropped_late += 1
+                    continue
+                self.late_events += 1
+                step = (minute // STEP_MINUTES + 1) * STEP_MINUTES
+                dirty_step = step if dirty_step is None else min(dirty_step, step)
+                revised.update((key, minute) for key in event.keys())
+            self.store.add(event)
+            self.events += 1
+            if event.time > self.partition_max.get(partition, float("-inf")):
+                self.partition_max[partition] = event.time
+        out = EngineOutput()
+        out.windows += [window_record(k, m, self.store.minutes[k][m]) for k, m in sorted(revised)]
+        if dirty_step is not None and self.evaluated_until is not None and dirty_step <= self.evaluated_until:
+            self._rewind(dirty_step)
+        out.extend(self._advance())
+        return out
+
+    def watermark(self) -> float | None:
+        if len(self.partition_max) < self.partitions:
+            return None
+        return min(self.partition_max.values()) - self.lateness
+
+    def finish(self) -> EngineOutput:
+        """Close everything (end of a finite timeline, as in the evaluation harness)."""
+        if not self.partition_max:
+            return EngineOutput()
+        end = max(self.partition_max.values()) + self.lateness + STEP_MINUTES * MINUTE
+        self.partition_max = {p: end for p in range(max(self.partitions, len(self.partition_max)))}
+        return self._advance()
+
+    # ------------------------------------------------------------------ closing and evaluating
+
+    def _advance(self) -> EngineOutput:
+        out = EngineOutput()
+        watermark = self.watermark()
+        if watermark is None:
+            return out
+        closed = int(watermark // MINUTE)
+        previous = self.closed_until
+        if previous is None:
+            previous = min(self.store.first_minute.values(), default=closed)
+        if closed > previous:
+            for key in sorted(self.store.minutes):
+                series = self.store.minutes[key]
+                for minute in sorted(m for m in series if previous <= m < closed):
+                    out.windows.append(window_record(key, minute, series[minute]))
+            self.closed_until = closed
+        elif self.closed_until is None:
+            self.closed_until = closed
+        last_step = (self.closed_until // STEP_MINUTES) * STEP_MINUTES
+        first_step = (self.evaluated_until + STEP_MINUTES if self.evaluated_until is not None
+                      else (min(self.store.first_minute.values()) // STEP_MINUTES + 1) * STEP_MINUTES)
+        for step in range(first_step, last_step + 1, STEP_MINUTES):
+            self._evaluate(step)
+            self.evaluated_until = step
+        out.alerts = self._alert_changes()
+        self._prune()
+        return out
+
+    def _evaluate(self, step: int) -> None:
+        self.snapshots[step] = self.tracker.snapshot()
+        keys = self.store.keys_active_since(step - self.cfg.trend_hours * 60)
+        signals = []
+        for key in keys:
+            for detector in (threshold, burst):
+                signal = detector(self.store, key, step, self.cfg)
+                if signal:
+                    signals.append(signal)
+            # A trend must hold at two evaluations in a row (half an hour apart).
+            if step % SLOW_RISE_EVERY == 0:
+                signal = slow_rise(self.store, key, step, self.cfg)
+                if signal and slow_rise(self.store, key, step - SLOW_RISE_EVERY, self.cfg):
+                    signals.append(signal)
+        groups = group_signals(signals, self.store, step, self.cfg, self.tracker.national_open())
+        self.tracker.step(step, groups, self.store)
+
+    def _rewind(self, step: int) -> None:
+        """Forget evaluations from ``step`` on: restore the alert state as it was then."""
+        steps = [s for s in self.snapshots if s >= step]
+        if not steps:
+            return
+        first = min(steps)
+        self.tracker.restore(self.snapshots[first])
+        for s in steps:
+            del self.snapshots[s]
+        self.evaluated_until = first - STEP_MINUTES
+
+    def _alert_changes(self) -> list[dict]:
+        current = {a.alert_id: a.to_record() for a in self.tracker.history.values()}
+        changes = []
+        for alert_id, record in current.items():
+            before = self.published.get(alert_id)
+            if before != record:
+                if before is not None and before["detector"] != record["detector"] \
+                        and before["status"] != "withdrawn":
+                    # ClickHouse keys alerts by (detector, alert_id): retire the old row.
+                    changes.append(before | {"status": "withdrawn"})
+                changes.append(record)
+        for alert_id, record in self.published.items():
+            if alert_id not in current and alert_id not in self.settled and record["status"] != "withdrawn":
+                changes.append(record | {"status": "withdrawn"})
+        for record in changes:
+            if record["status"] != "withdrawn" or record["alert_id"] not in current:
+                self.published[record["alert_id"]] = record
+        return sorted(changes, key=lambda r: (r["updated_at"], r["alert_id"]))
+
+    def _prune(self) -> None:
+        if self.evaluated_until is None or self.evaluated_until - self._pruned_at < 60:
+            return
+        self._pruned_at = self.evaluated_until
+        horizon = self.evaluated_until - self.horizon_minutes
+        for step in [s for s in self.snapshots if s < horizon]:
+            del self.snapshots[step]
+        self.settled.update(self.tracker.forget_resolved_before(horizon))
+        for key, series in self.store.minutes.items():
+            for minute in [m for m in series if m < self.evaluated_until - RETENTION_MINUTES]:
+                del series[minute]
+            for minute, agg in series.items():
+                if minute < self.evaluated_until - DETAIL_MINUTES and agg.authors:
+                    series[minute] = Aggregate(agg.volume, agg.negative, agg.high)
+
+    # ------------------------------------------------------------------ state for recovery
+
+    def alerts(self) -> list[dict]:
+        """Every alert record published and not withdrawn, by first-seen time."""
+        return sorted((r for r in self.published.values() if r["status"] != "withdrawn"),
+                      key=lambda r: (r["first_seen"], r["alert_id"]))

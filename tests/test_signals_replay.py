@@ -1,0 +1,133 @@
+"""The signals stage through real Kafka and a real worker: the same dump replayed at
+--max, at a paced --speed and with --rebase-to-now gives the same windows and alerts."""
+
+import asyncio
+import csv
+import gzip
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from connectors.csv_replay import ReplayOptions, replay_file
+from stream_app.demo import WorkerProcess, wait_until_drained
+from stream_app.kafka_admin import ensure_topics, pipeline_topics
+from stream_app.records import parse_iso
+from stream_app.storage.clickhouse import store_session
+from tests.conftest import isolated_settings, read_topic
+
+pytestmark = pytest.mark.integration
+START = datetime(2024, 2, 6, 9, 0, tzinfo=timezone.utc)   # an old dump
+CITIES = ("Paris", "Lille", "Nantes", "Rennes", "Nice", "Dijon")
+
+
+def write_dump(path) -> None:
+    """Three hours: calm traffic over many cities, then a Lyon outage in the last hour.
+    Texts are short (under five words), so the clean stage never deduplicates them and
+    every tweet is classified on its own: the run is the same however it is interleaved."""
+    rng = random.Random(8)
+    rows, n = [], 0
+    for minute in range(180):
+        outage = minute >= 120
+        for _ in range(rng.randint(3, 5) + (6 if outage else 0)):
+            n += 1
+            t = START + timedelta(minutes=minute, seconds=rng.randint(0, 59))
+            if outage and rng.random() < 0.7:
+                text = rng.choice(["@free panne fibre Lyon", "@free plus internet Lyon !",
+                                   "@free coupure Lyon depuis midi"])
+            else:
+                text = rng.choice(["@free merci {c}", "@free facture {c} ?", "@free 5G {c} top",
+                                   "@free nul {c}", "@free box lente {c}"]).format(c=rng.choice(CITIES))
+            rows.append([str(10**18 + n), t.strftime("%Y-%m-%dT%H:%M:%SZ"), text, f"u{n % 97}",
+                         f"user{n % 97}", "", "", "", "0", "0", "fr", "false"])
+    rows.sort(key=lambda r: r[1])
+    with gzip.open(path, "wt", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "created_at", "full_text", "name", "screen_name", "user_location",
+                         "in_reply_to_screen_name", "in_reply_to_status_id", "retweet_count",
+                         "favorite_count", "lang", "retweeted"])
+        writer.writerows(rows)
+
+
+def run_once(tmp_path, bootstrap, name, dump, options):
+    tag = f"sig{name}"
+    settings = isolated_settings(tmp_path / name, bootstrap, topic_windows=f"{tag}.windows")
+    asyncio.run(ensure_topics(settings.bootstrap_servers, pipeline_topics(settings) +
+                              [settings.topic_windows], settings.partitions))
+    worker = WorkerProcess(settings)
+    try:
+        replay = asyncio.run(replay_file(dump, settings, options))
+        assert replay.reconciles
+        asyncio.run(wait_until_drained(settings, worker, print, timeout_s=180))
+    finally:
+        worker.stop()
+    windows = {}
+    for _, window in read_topic(settings.bootstrap_servers, settings.topic_windows):
+        windows[(window["key"], window["window_start"])] = window   # the last revision wins
+    with store_session(settings.clickhouse_dsn) as client:
+        result = client.query(
+            "SELECT detector, key, location, severity, status, window_start, first_seen, resolved_at, "
+            "observed, expected, example_ids FROM dallosh.alerts FINAL WHERE status != 'withdrawn' "
+            "ORDER BY first_seen, key")
+        alerts = [dict(zip(result.column_names, row)) for row in result.result_rows]
+    return windows, alerts
+
+
+def shifted(windows, alerts, shift: timedelta):
+    def move(text: str) -> str:
+        return (parse_iso(text) - shift).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    moved_windows = {(k, move(s)): w | {"window_start": move(w["window_start"]),
+                                         "window_end": move(w["window_end"])}
+                     for (k, s), w in windows.items()}
+    moved_alerts = [a | {c: a[c] - shift for c in ("window_start", "first_seen", "resolved_at")
+                         if a[c] is not None} for a in alerts]
+    return moved_windows, moved_alerts
+
+
+@pytest.fixture(scope="module")
+def dump_and_max_run(tmp_path_factory, kafka_bootstrap):
+    folder = tmp_path_factory.mktemp("signals")
+    dump = folder / "lyon.csv.gz"
+    write_dump(dump)
+    return folder, dump, run_once(folder, kafka_bootstrap, "max", dump, ReplayOptions(show_progress=False))
+
+
+@pytest.mark.slow
+def test_replays_at_max_and_paced_speed_give_the_same_windows_and_alerts(dump_and_max_run,
+                                                                         kafka_bootstrap):
+    folder, dump, fast = dump_and_max_run
+    windows, alerts = fast
+    assert len(windows) > 300
+    assert [(a["location"], a["status"]) for a in alerts] == [("Lyon", "firing")]
+    paced = run_once(folder, kafka_bootstrap, "paced", dump,
+                     ReplayOptions(speed=3600.0, show_progress=False))
+    assert paced == fast
+
+
+@pytest.mark.slow
+def test_a_rebased_replay_gives_the_same_windows_and_alerts_shifted(dump_and_max_run, kafka_bootstrap):
+    folder, dump, fast = dump_and_max_run
+    windows, alerts = run_once(folder, kafka_bootstrap, "rebased", dump,
+                               ReplayOptions(rebase_to_now=True, show_progress=False))
+    first = min(parse_iso(w["window_start"]) for w in windows.values() if w["key"] == "all")
+    shift = first - START
+    assert shift > timedelta(days=300)
+    assert shift % timedelta(minutes=5) == timedelta(0), (
+        "--rebase-to-now must shift event times by whole 5-minute steps, or the rebased "
+        "tweets fall into other one-minute windows and five-minute steps than the original "
+        f"ones (shift here: {shift})")
+    assert shifted(windows, alerts, shift) == fast
+
+
+@pytest.mark.slow
+def test_the_bundled_demo_outage_is_exactly_one_alert_in_bordeaux_and_is_printed(tmp_path,
+                                                                                   kafka_bootstrap):
+    from stream_app.demo import run_demo
+    settings = isolated_settings(tmp_path / "data", kafka_bootstrap,
+                                 topic_windows=f"demo{tmp_path.name[-6:]}.windows")
+    printed = []
+    result = run_demo(settings, say=printed.append, timeout_s=240)
+    assert [(a["location"], a["key"], a["status"]) for a in result.alerts] == \
+        [("Bordeaux", "location:Bordeaux", "resolved")]
+    alert_lines = [line for line in printed if line.startswith("Alerts:")]
+    assert alert_lines and "Bordeaux" in alert_lines[0] and alert_lines[0].startswith("Alerts: 1")
