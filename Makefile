@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-tools clean-venv
+.PHONY: install demo test test-tools dashboards clean-venv
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + ")")'
@@ -24,15 +24,25 @@ demo: install
 test: install test-tools
 	$(BIN)/python -m pytest
 
-# promtool (Debian package `prometheus`) checks the Prometheus alert rules. Installed
-# here when missing and we may (root with apt-get, as in CI); otherwise those tests say
-# they were skipped because promtool is absent.
+# Test tools from Debian, installed here when missing and we may (root with apt-get, as
+# in CI): `prometheus` (promtool and the server: alert-rule and scrape tests) and
+# `chromium` (renders the HTML report headless). Otherwise those tests say they were
+# skipped and why.
 test-tools:
-	@command -v promtool >/dev/null 2>&1 || { \
+	@missing=""; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "Installing promtool (Debian package prometheus)..."; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-	  else echo "note: promtool not found (apt-get install prometheus); its tests will be skipped"; fi; }
+	    echo "Installing test tools (Debian packages:$$missing)..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "note: missing Debian packages:$$missing (apt-get install$$missing); their tests will be skipped"; fi; \
+	fi
+
+# Regenerate grafana/dashboards/*.json and grafana/provisioning/alerting/*.yaml from
+# stream_app/dashboards/ (tests fail when the committed files are out of date).
+dashboards: install
+	$(BIN)/python -m stream_app.dashboards
 
 clean-venv:
 	rm -rf $(VENV)

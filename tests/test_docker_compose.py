@@ -492,6 +492,47 @@ def test_alerts_fire_when_they_should(tmp_path, rule_files):
                         {"exp_labels": {"severity": "warning", "topic": "tweets.raw"}}]},
                 ],
             },
+            {   # Cloud classified for 40 min, then stopped while the rules tier goes on.
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'dallosh_classified_total{tier="cloud", provider="gemini-flash"}',
+                     "values": "0+100x40 4000x40"},
+                    {"series": 'dallosh_classified_total{tier="degraded", provider="rules"}',
+                     "values": "0x40 0+100x40"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "30m", "alertname": "DalloshCloudTiersDown", "exp_alerts": []},
+                    {"eval_time": "48m", "alertname": "DalloshCloudTiersDown", "exp_alerts": []},
+                    {"eval_time": "58m", "alertname": "DalloshCloudTiersDown", "exp_alerts": [
+                        {"exp_labels": {"severity": "critical"}}]},
+                ],
+            },
+            {   # No cloud key at all: the rules tier classifies everything, nothing fires.
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'dallosh_classified_total{tier="degraded", provider="rules"}',
+                     "values": "0+100x80"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "75m", "alertname": "DalloshCloudTiersDown", "exp_alerts": []},
+                ],
+            },
+            {   # clean dead-letters 10 % of its input; classify 1 %.
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'dallosh_messages_in_total{stage="clean"}', "values": "0+100x30"},
+                    {"series": 'dallosh_dead_letters_total{stage="clean", reason="invalid JSON"}',
+                     "values": "0+10x30"},
+                    {"series": 'dallosh_messages_in_total{stage="classify"}', "values": "0+100x30"},
+                    {"series": 'dallosh_dead_letters_total{stage="classify", reason="x"}',
+                     "values": "0+1x30"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "8m", "alertname": "DalloshDeadLettersHigh", "exp_alerts": []},
+                    {"eval_time": "25m", "alertname": "DalloshDeadLettersHigh", "exp_alerts": [
+                        {"exp_labels": {"severity": "warning", "stage": "clean"}}]},
+                ],
+            },
         ],
     }
     test_file = tmp_path / "alerts.test.yml"

@@ -1,0 +1,157 @@
+"""Every ClickHouse query of the dashboards and alert rules, with what its panel needs.
+
+Queries use the grafana-clickhouse-datasource macros (``$__timeFilter(col)``,
+``$__timeInterval(col)``, ``$__fromTime``/``$__toTime``) and dashboard variables
+(``${name}``); tests/test_grafana_sql.py expands them the way the plugin and Grafana do
+and runs every query on the real schema after a replay.
+
+Time series on the wall read the per-minute rollup ``dallosh.tweets_by_minute_v``
+(schemas/clickhouse/0003), so a refreshing wall never scans raw tweets; only the
+"latest high-priority tweets" table reads ``dallosh.tweets`` (bounded by LIMIT).
+Priority 0 is the highest (P0-high).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PanelSQL:
+    sql: str
+    columns: tuple[str, ...]   # result columns, in order; a time series starts with `time`
+    time_series: bool
+    demo_has_rows: bool        # the bundled demo guarantees at least one row
+
+
+ROLLUP = "dallosh.tweets_by_minute_v"
+
+# --------------------------------------------------------------------------- crisis wall
+
+VOLUME = PanelSQL(f"""SELECT $__timeInterval(minute) AS time,
+       sum(tweets) AS volume,
+       sumIf(tweets, sentiment = 'negative') AS negative
+FROM {ROLLUP}
+WHERE $__timeFilter(minute)
+GROUP BY time
+ORDER BY time""", ("time", "volume", "negative"), True, True)
+
+NEGATIVE_SHARE = PanelSQL(f"""SELECT $__timeInterval(minute) AS time,
+       sumIf(tweets, sentiment = 'negative') / sum(tweets) AS negative_share
+FROM {ROLLUP}
+WHERE $__timeFilter(minute)
+GROUP BY time
+ORDER BY time""", ("time", "negative_share"), True, True)
+
+NET_SENTIMENT = PanelSQL(f"""SELECT (sumIf(tweets, sentiment = 'positive') - sumIf(tweets, sentiment = 'negative'))
+       / greatest(sum(tweets), 1) AS net_sentiment
+FROM {ROLLUP}
+WHERE $__timeFilter(minute)""", ("net_sentiment",), False, True)
+
+HIGH_PRIORITY_SHARE = PanelSQL(f"""SELECT $__timeInterval(minute) AS time,
+       sumIf(tweets, priority = 0) / sum(tweets) AS high_priority_share
+FROM {ROLLUP}
+WHERE $__timeFilter(minute)
+GROUP BY time
+ORDER BY time""", ("time", "high_priority_share"), True, True)
+
+TOP_TOPICS = PanelSQL(f"""SELECT topic, sum(tweets) AS volume
+FROM {ROLLUP}
+WHERE $__timeFilter(minute)
+GROUP BY topic
+ORDER BY volume DESC
+LIMIT 10""", ("topic", "volume"), False, True)
+
+LOCATIONS = PanelSQL(f"""SELECT location,
+       sum(tweets) AS volume,
+       sumIf(tweets, sentiment = 'negative') / sum(tweets) AS negative_share,
+       sumIf(tweets, priority = 0) / sum(tweets) AS high_priority_share
+FROM {ROLLUP}
+WHERE $__timeFilter(minute) AND location != ''
+GROUP BY location
+ORDER BY volume DESC
+LIMIT 20""", ("location", "volume", "negative_share", "high_priority_share"), False, True)
+
+# Open alerts, and any raised in the time range (a replayed day shows its alerts).
+ALERTS = PanelSQL("""SELECT window_start, detector, location, severity, status,
+       observed, expected, score, message
+FROM dallosh.alerts FINAL
+WHERE status != 'withdrawn' AND (resolved_at IS NULL OR $__timeFilter(window_start))
+ORDER BY window_start DESC
+LIMIT 50""", ("window_start", "detector", "location", "severity", "status", "observed",
+              "expected", "score", "message"), False, True)
+
+LATEST_HIGH_PRIORITY = PanelSQL("""SELECT created_at, team, topic, location, sentiment, author, text
+FROM dallosh.tweets FINAL
+WHERE priority = 0 AND $__timeFilter(created_at)
+ORDER BY created_at DESC
+LIMIT 25""", ("created_at", "team", "topic", "location", "sentiment", "author", "text"), False, True)
+
+# --------------------------------------------------------------------------- finops
+
+COST_PER_HOUR = PanelSQL("""SELECT toStartOfHour(at) AS time, provider, sum(cost_usd) AS usd
+FROM dallosh.provider_calls
+WHERE $__timeFilter(at)
+GROUP BY time, provider
+ORDER BY time""", ("time", "provider", "usd"), True, True)
+
+COST_PER_DAY = PanelSQL("""SELECT toDate(at) AS day, provider, sum(cost_usd) AS usd,
+       sum(tweets) AS tweets_sent
+FROM dallosh.provider_calls
+WHERE $__timeFilter(at)
+GROUP BY day, provider
+ORDER BY day DESC, usd DESC""", ("day", "provider", "usd", "tweets_sent"), False, True)
+
+TOKENS = PanelSQL("""SELECT $__timeInterval(at) AS time,
+       sum(input_tokens) AS input_tokens,
+       sum(output_tokens) AS output_tokens
+FROM dallosh.provider_calls
+WHERE $__timeFilter(at)
+GROUP BY time
+ORDER BY time""", ("time", "input_tokens", "output_tokens"), True, True)
+
+COST_PER_1K_TWEETS = PanelSQL("""SELECT tier, provider,
+       sumIf(tweets, outcome IN ('ok', 'partial')) AS tweets_classified,
+       sum(cost_usd) AS usd,
+       sum(cost_usd) / greatest(sumIf(tweets, outcome IN ('ok', 'partial')), 1) * 1000 AS usd_per_1k_tweets,
+       countIf(outcome NOT IN ('ok', 'partial')) AS failed_requests
+FROM dallosh.provider_calls
+WHERE $__timeFilter(at)
+GROUP BY tier, provider
+ORDER BY usd DESC""", ("tier", "provider", "tweets_classified", "usd", "usd_per_1k_tweets",
+                             "failed_requests"), False, True)
+
+# Spend of the day the time range ends in, against the daily budget variable.
+BUDGET_BURN = PanelSQL("""SELECT sum(cost_usd) AS spent_usd,
+       sum(cost_usd) / ${daily_budget_usd} AS budget_burn
+FROM dallosh.provider_calls
+WHERE at >= toStartOfDay($__toTime) AND at <= $__toTime""", ("spent_usd", "budget_burn"), False, True)
+
+# --------------------------------------------------------------------------- alert rules
+
+# One row per detector alert open at the evaluation time ($__toTime, event time: the
+# detectors stamp alerts with the tweets' time, which is now for a live stream) and
+# updated within the rule's range; withdrawn alerts (retracted by the detectors) never
+# page. String columns become the alert instance's labels, `open` (1) its value.
+# Example tweets are looked up by id.
+_OPEN_AT_TO_TIME = """status != 'withdrawn' AND first_seen <= $__toTime
+        AND (resolved_at IS NULL OR resolved_at > $__toTime) AND updated_at >= $__fromTime"""
+DETECTOR_ALERTS = PanelSQL(f"""SELECT a.detector AS detector, a.location AS location, a.severity AS severity,
+       a.message AS message,
+       arrayStringConcat(arrayFilter(x -> x != '', arrayMap(i -> t.texts[indexOf(t.ids, i)],
+                         arraySlice(a.example_ids, 1, 3))), ' | ') AS examples,
+       toString(round(a.score, 2)) AS score,
+       1 AS open
+FROM (SELECT * FROM dallosh.alerts FINAL
+      WHERE {_OPEN_AT_TO_TIME}) AS a
+CROSS JOIN (SELECT groupArray(id) AS ids, groupArray(text) AS texts FROM dallosh.tweets FINAL
+            WHERE id IN (SELECT arrayJoin(example_ids) FROM dallosh.alerts FINAL
+                         WHERE {_OPEN_AT_TO_TIME})) AS t""",
+                           ("detector", "location", "severity", "message", "examples", "score", "open"),
+                           False, True)
+
+WALL = (VOLUME, NEGATIVE_SHARE, NET_SENTIMENT, HIGH_PRIORITY_SHARE, TOP_TOPICS, LOCATIONS,
+        ALERTS, LATEST_HIGH_PRIORITY)
+FINOPS = (COST_PER_HOUR, COST_PER_DAY, TOKENS, COST_PER_1K_TWEETS, BUDGET_BURN)
+ALERT_RULES = (DETECTOR_ALERTS,)
+ALL = WALL + FINOPS + ALERT_RULES
