@@ -93,7 +93,7 @@ def test_rules_tier_can_be_evaluated() -> None:
     result = evaluate(load_predictor("rules"), rows)
     assert result["n"] == 2 and result["accuracy"] == 1.0
     assert rules_predict(["bonjour"]) == ["neutral"]
-    with pytest.raises(LabelledDataError, match="unknown model"):
+    with pytest.raises(LabelledDataError, match="neither 'rules' nor a model directory"):
         load_predictor("bert")
 
 

@@ -6,8 +6,8 @@ seconds, whichever comes first); in each window:
 - copies and retweets whose original is known reuse its classification (no request);
 - customer tweets go through the provider cascade (token-budgeted requests, cheapest
   tier that is up, degraded rules at worst);
-- the brand's own posts and off-topic tweets are classified by the free rules tier, so
-  they never cost a paid request.
+- the brand's own posts and off-topic tweets are classified by the free tiers (the local
+  model when there is one, else the rules), so they never cost a paid request.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import time
 import faust
 
 from stream_app import metrics
-from stream_app.classify.cascade import Cascade, degraded
+from stream_app.classify.local_tier import load_local_tier
+from stream_app.classify.cascade import Cascade
 from stream_app.classify.finops import BudgetGovernor
 from stream_app.classify.provider_client import OpenAICompatibleClient
 from stream_app.classify.provider_config import load_providers
@@ -50,6 +51,8 @@ def build_cascade(settings: Settings) -> Cascade:
     return Cascade(load_providers(settings.providers), OpenAICompatibleClient(),
                    TokenCounter(cache_dir=settings.cache_dir), TOPICS, DEFAULT_TEAMS,
                    governor=BudgetGovernor(settings.max_cost_per_hour, settings.max_cost_per_day),
+                   local_tier=load_local_tier(settings.local_model, settings.local_model_threads),
+                   escalate_below=settings.local_escalate_below,
                    deadline_s=settings.classify_deadline_s, max_items=settings.classify_max_items)
 
 
@@ -112,8 +115,8 @@ async def classify_window(tweets: list[CleanTweet], cascade: Cascade, recent: Re
         outcomes += cascaded.outcomes
         calls += cascaded.calls
     if others:
-        rules_outcomes, call = degraded(others, run_id)
-        outcomes += rules_outcomes
+        free_outcomes, call = await cascade.classify_free(others, run_id)
+        outcomes += free_outcomes
         calls.append(call)
     for outcome in outcomes:
         tweet = classified(by_id[outcome.item_id], outcome, now, version)

@@ -8,6 +8,10 @@ breaker is open, whose key is missing, or that the budget governor refuses is sk
 What no provider classified goes to the local model tier when there is one, and to the
 degraded rules otherwise: a tweet is never dropped. Every request is a ledger record.
 
+Local-first mode (``escalate_below`` > 0, with a local tier): the local model answers
+first, and only items whose calibrated confidence is below the threshold go up to the
+providers; if no provider answers them, the local answer stands.
+
 Privacy: a provider without zero data retention receives ``text_scrubbed`` only.
 """
 
@@ -33,7 +37,7 @@ from stream_app.classify.tokens import TokenCounter
 from stream_app.classify.types import Item, Label, Outcome
 from stream_app.records import ProviderCall, iso, utc_now
 
-LocalTier = Callable[[Sequence[Item]], Awaitable[tuple[list[Outcome], ProviderCall]]]
+LocalTier = Callable[[Sequence[Item], str], Awaitable[tuple[list[Outcome], ProviderCall]]]
 DEGRADED_PROVIDER, DEGRADED_MODEL = "rules", "lexicon-v1"
 CACHE_PROVIDER = "cache"
 
@@ -48,14 +52,15 @@ class Cascade:
     def __init__(self, providers: Sequence[ProviderConfig], client: OpenAICompatibleClient,
                  counter: TokenCounter, topics: Sequence[str], teams: Mapping[str, str], *,
                  governor: BudgetGovernor | None = None, cache: ClassificationCache | None = None,
-                 local_tier: LocalTier | None = None, deadline_s: float = 20.0,
+                 local_tier: LocalTier | None = None, escalate_below: float = 0.0,
+                 deadline_s: float = 20.0,
                  fill: float = 0.9, max_items: int = 50, breaker_factory=CircuitBreaker) -> None:
         self.providers = list(providers)
         self.client, self.counter = client, counter
         self.topics, self.teams = tuple(topics), dict(teams)
         self.governor = governor or BudgetGovernor()
         self.cache = cache or ClassificationCache()
-        self.local_tier = local_tier
+        self.local_tier, self.escalate_below = local_tier, escalate_below
         self.deadline_s, self.fill, self.max_items = deadline_s, fill, max_items
         self.breakers = {p.name: breaker_factory() for p in self.providers}
         self.limiters = {p.name: RateLimiter(p.rpm, p.max_concurrency) for p in self.providers}
@@ -72,14 +77,25 @@ class Cascade:
         result = CascadeResult(outcomes=[])
         done: dict[str, Outcome] = {}
         pending = list(items)
+        fallback: dict[str, Outcome] = {}
+        if self.local_tier is not None and self.escalate_below > 0:
+            outcomes, call = await self.local_tier(pending, run_id)
+            result.calls.append(call)
+            for outcome in outcomes:
+                target = done if outcome.label.confidence >= self.escalate_below else fallback
+                target[outcome.item_id] = outcome
+            pending = [item for item in pending if item.id not in done]
         for provider in self.providers:
             if not pending:
                 break
             pending = self._from_cache(pending, provider, done)
             if pending and self._usable(provider):
                 pending = await self._through_provider(provider, pending, run_id, done, result)
+        if pending and fallback:
+            done.update((item.id, fallback[item.id]) for item in pending)
+            pending = []
         if pending and self.local_tier is not None:
-            outcomes, call = await self.local_tier(pending)
+            outcomes, call = await self.local_tier(pending, run_id)
             result.calls.append(call)
             done.update((o.item_id, o) for o in outcomes)
             pending = [item for item in pending if item.id not in done]
@@ -89,6 +105,12 @@ class Cascade:
             done.update((o.item_id, o) for o in outcomes)
         result.outcomes = [done[item.id] for item in items]
         return result
+
+    async def classify_free(self, items: Sequence[Item], run_id: str) -> tuple[list[Outcome], ProviderCall]:
+        """The tiers that cost nothing: the local model when there is one, else the rules."""
+        if self.local_tier is not None:
+            return await self.local_tier(items, run_id)
+        return degraded(items, run_id)
 
     # ------------------------------------------------------------------ one provider
 

@@ -624,19 +624,17 @@ def _score(evidence: _Evidence) -> tuple[float, float, list[str]]:
     return positive * factor, negative * factor, sarcasm
 
 
-def classify_text(text: str,
-                  teams: Mapping[str, str] = DEFAULT_TEAMS) -> RuleClassification:
-    """Classify one tweet with the lexicon and rules of the module docstring."""
+def classify_text(text: str, teams: Mapping[str, str] = DEFAULT_TEAMS,
+                  sentiment: str | None = None) -> RuleClassification:
+    """Classify one tweet with the lexicon and rules of the module docstring. A
+    ``sentiment`` given by a better classifier (the local model) replaces the lexicon's,
+    and priority follows from it."""
     evidence = _read(text or "")
     positive, negative, sarcasm = _score(evidence)
     total = positive + negative
     balance = positive - negative
-    if balance >= 0.5:
-        sentiment = "positive"
-    elif balance <= -0.5:
-        sentiment = "negative"
-    else:
-        sentiment = "neutral"
+    if sentiment is None:
+        sentiment = "positive" if balance >= 0.5 else "negative" if balance <= -0.5 else "neutral"
 
     if sentiment == "neutral" or total == 0:
         confidence = 0.4

@@ -113,10 +113,13 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den else 0.0
 
 
-def evaluate(predict: Callable[[list[str]], Sequence[str]],
+def evaluate(predict: Callable[[list[str]], Sequence[str] | Sequence[tuple[str, float]]],
              rows: Sequence[tuple[str, str]],
              labels: Sequence[str] = SENTIMENTS, batch_size: int = 512) -> dict:
     """Run ``predict`` over ``rows`` (``(text, true_label)``) in batches and score it.
+
+    ``predict`` returns a label per text, or ``(label, confidence)`` pairs: then the
+    result also holds ``calibration`` (expected calibration error).
 
     Returns ``n, labels, mode, accuracy, macro_f1, macro_f1_labels, per_class`` (label ->
     precision, recall, f1, support, predicted), ``confusion`` (rows = truth, columns =
@@ -134,13 +137,19 @@ def evaluate(predict: Callable[[list[str]], Sequence[str]],
         raise ValueError(f"true labels {unknown} are not among {labels}")
 
     predicted: list[str] = []
+    confidences: list[float] = []
     started = time.perf_counter()
     for start in range(0, len(texts), batch_size):
         batch = texts[start:start + batch_size]
         out = list(predict(batch))
         if len(out) != len(batch):
             raise ValueError(f"predict returned {len(out)} labels for {len(batch)} texts")
-        predicted.extend(out)
+        for answer in out:
+            if isinstance(answer, tuple):  # (label, confidence)
+                predicted.append(answer[0])
+                confidences.append(float(answer[1]))
+            else:
+                predicted.append(answer)
     elapsed = time.perf_counter() - started
     bad = sorted(set(predicted) - set(index))
     if bad:
@@ -174,6 +183,12 @@ def evaluate(predict: Callable[[list[str]], Sequence[str]],
                         "over the labels present in the truth; a never-predicted class has "
                         "precision 0"),
     }
+    if confidences and len(confidences) == n:
+        hits = [t == p for t, p in zip(truth, predicted)]
+        result["calibration"] = {
+            "ece": round(expected_calibration_error(confidences, hits), 6),
+            "mean_confidence": round(sum(confidences) / n, 6), "bins": 10,
+            "note": "expected calibration error of the top-class probability (10 equal bins)"}
     if "neutral" in index and per_class["neutral"]["support"] == 0 and len(present) >= 1:
         neutral_predicted = per_class["neutral"]["predicted"]
         decided = n - neutral_predicted
@@ -350,12 +365,25 @@ def rules_predict(texts: Iterable[str]) -> list[str]:
     return [classify_text(text).sentiment for text in texts]
 
 
-def load_predictor(model: str) -> Callable[[list[str]], list[str]]:
-    """``"rules"`` today; a trained local-model artifact comes with the next step."""
+def load_predictor(model: str, labels_in_truth: Iterable[str] = SENTIMENTS,
+                   threads: int = 2) -> Callable[[list[str]], list]:
+    """``"rules"`` (the degraded lexicon tier) or a local-model artifact directory
+    (``dallosh train --out``). A model is asked to choose among the labels the data
+    has: on pos/neg data it picks the likelier of negative and positive."""
     if model == "rules":
         return rules_predict
-    raise LabelledDataError(f"unknown model {model!r}: only 'rules' (the degraded lexicon "
-                            "tier) can be evaluated until the local model is trained")
+    path = Path(model)
+    if not path.is_dir():
+        raise LabelledDataError(f"--model {model!r}: neither 'rules' nor a model directory "
+                                "(train one with `dallosh train --out DIR`)")
+    from stream_app.local_model.model import LocalModel
+    local = LocalModel.load(path, threads=threads)
+    restrict = {"sentiment": sorted(set(labels_in_truth))}
+
+    def predict(texts: list[str]) -> list[tuple[str, float]]:
+        return [(p["sentiment"].label, p["sentiment"].confidence)
+                for p in local.predict(texts, restrict)]
+    return predict
 
 
 SHORTCUTS = {"airline": "airline_en", "english": "english_tweets", "french": "french_reviews"}
@@ -379,6 +407,9 @@ def format_result(result: dict) -> list[str]:
     for label, m in result["per_class"].items():
         lines.append(f"  {label:<9} precision={m['precision']:.3f} recall={m['recall']:.3f} "
                      f"f1={m['f1']:.3f} support={m['support']} predicted={m['predicted']}")
+    if "calibration" in result:
+        c = result["calibration"]
+        lines.append(f"  calibration: ECE={c['ece']:.4f} (mean confidence {c['mean_confidence']:.3f})")
     if "binary" in result:
         b = result["binary"]
         decided = b["accuracy_on_decided"]

@@ -1,0 +1,143 @@
+"""The trained local model: a sentence encoder plus small classification heads.
+
+An artifact is a directory written by ``dallosh train``::
+
+    model.json   format version, encoder spec, one entry per head (labels, hidden size,
+                 calibration temperature), training config, data hashes, metrics
+    heads.pt     the heads' weights (a plain state dict; loaded with weights_only=True)
+
+Heads exist for the label columns the training data had (``sentiment`` always;
+``priority`` and ``topic`` when the CSV carries them). Probabilities are calibrated by
+temperature scaling fitted on the held-out validation split, so ``confidence`` (the top
+probability) can decide whether an item goes up a tier.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from stream_app.local_model.encoders import Encoder, LocalModelError, load_encoder
+
+ARTIFACT_FORMAT = 1
+MODEL_FILE, WEIGHTS_FILE = "model.json", "heads.pt"
+
+
+class Head(torch.nn.Module):
+    """One hidden layer: enough on top of a sentence embedding, cheap on a CPU."""
+
+    def __init__(self, dim: int, hidden: int, n_labels: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Dropout(dropout), torch.nn.Linear(dim, hidden),
+                                       torch.nn.GELU(), torch.nn.Dropout(dropout),
+                                       torch.nn.Linear(hidden, n_labels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    name: str
+    labels: tuple[str, ...]
+    hidden: int
+    temperature: float = 1.0
+
+    def to_dict(self) -> dict:
+        return {"labels": list(self.labels), "hidden": self.hidden, "temperature": self.temperature}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One head's answer for one text."""
+    label: str
+    confidence: float
+
+
+class LocalModel:
+    def __init__(self, encoder: Encoder, heads: dict[str, tuple[HeadSpec, Head]], meta: dict) -> None:
+        self.encoder, self.heads, self.meta = encoder, heads, meta
+        for _, module in heads.values():
+            module.eval()
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name", "local")
+
+    def probabilities(self, texts: Sequence[str], restrict: dict[str, Sequence[str]] | None = None
+                      ) -> dict[str, np.ndarray]:
+        """Calibrated class probabilities per head, shape (len(texts), len(labels)).
+        ``restrict`` limits a head to some of its labels (e.g. negative/positive for
+        binary data); the others get probability 0."""
+        embeddings = torch.from_numpy(self.encoder.encode(texts))
+        out = {}
+        with torch.inference_mode():
+            for name, (spec, module) in self.heads.items():
+                logits = module(embeddings) / spec.temperature
+                allowed = (restrict or {}).get(name)
+                if allowed:
+                    mask = torch.tensor([label not in allowed for label in spec.labels])
+                    logits = logits.masked_fill(mask, float("-inf"))
+                out[name] = torch.softmax(logits, dim=1).numpy()
+        return out
+
+    def predict(self, texts: Sequence[str], restrict: dict[str, Sequence[str]] | None = None
+                ) -> list[dict[str, Prediction]]:
+        probs = self.probabilities(texts, restrict)
+        rows: list[dict[str, Prediction]] = [{} for _ in texts]
+        for name, p in probs.items():
+            labels = self.heads[name][0].labels
+            best = p.argmax(axis=1)
+            for row, index, prob in zip(rows, best, p):
+                row[name] = Prediction(labels[index], float(prob[index]))
+        return rows
+
+    def save(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = dict(self.meta, format=ARTIFACT_FORMAT, encoder=self.encoder.spec, dim=self.encoder.dim,
+                    heads={name: spec.to_dict() for name, (spec, _) in self.heads.items()})
+        torch.save({name: module.state_dict() for name, (_, module) in self.heads.items()},
+                   directory / WEIGHTS_FILE)
+        (directory / MODEL_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n",
+                                            encoding="utf-8")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, threads: int = 2, encoder: Encoder | None = None) -> "LocalModel":
+        directory = Path(directory)
+        meta = read_model_meta(directory)
+        try:
+            states = torch.load(directory / WEIGHTS_FILE, weights_only=True)
+        except (OSError, RuntimeError) as exc:
+            raise LocalModelError(f"cannot read the weights of {directory}: {exc}") from exc
+        encoder = encoder or load_encoder(meta["encoder"], threads)
+        if encoder.dim != meta["dim"]:
+            raise LocalModelError(f"{directory} was trained on {meta['dim']}-dim embeddings but the "
+                                  f"encoder {meta['encoder']!r} gives {encoder.dim}")
+        heads = {}
+        for name, entry in meta["heads"].items():
+            spec = HeadSpec(name, tuple(entry["labels"]), int(entry["hidden"]), float(entry["temperature"]))
+            module = Head(encoder.dim, spec.hidden, len(spec.labels))
+            module.load_state_dict(states[name])
+            heads[name] = (spec, module)
+        return cls(encoder, heads, meta)
+
+
+def read_model_meta(directory: Path) -> dict:
+    path = directory / MODEL_FILE
+    if not path.is_file():
+        raise LocalModelError(f"{directory} is not a local-model artifact (no {MODEL_FILE}); "
+                              "train one with `dallosh train`")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LocalModelError(f"cannot read {path}: {exc}") from exc
+    if meta.get("format") != ARTIFACT_FORMAT:
+        raise LocalModelError(f"{path} has artifact format {meta.get('format')!r}; this version "
+                              f"reads format {ARTIFACT_FORMAT}: retrain with `dallosh train`")
+    return meta
