@@ -290,7 +290,10 @@ class _Replayer:
         event = parse_iso(record["created_at"])
         if self.options.rebase_to_now:
             if self.event_shift is None:
-                self.event_shift = utc_now() - event
+                # A whole number of 5-minute steps: the dump's tweets keep their place in
+                # the signal windows (1 min, 5 min), so a rebased replay raises the same alerts.
+                step = timedelta(minutes=5)
+                self.event_shift = (utc_now() - event) // step * step
             event = event + self.event_shift
             record["created_at"] = iso(event)
         if self.options.speed:

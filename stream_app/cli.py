@@ -122,7 +122,8 @@ def _parse_maps(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--max", "as_fast_as_possible", is_flag=True,
               help="As fast as possible (the default).")
 @click.option("--rebase-to-now", is_flag=True,
-              help="Shift all event times by one offset so the dump plays as if live now.")
+              help="Shift all event times by one offset (whole 5-minute steps, so signal "
+                   "windows stay aligned) so the dump plays as if live now.")
 @click.option("--resume", is_flag=True,
               help="Continue this file's interrupted replay from its checkpoint "
                    "(same run id, no gap, no duplicate).")
@@ -202,6 +203,32 @@ def demo(file: Path | None, keep_infra: bool, timeout_s: float) -> None:
     sys.exit(0 if result.reconciles else 1)
 
 
+# --------------------------------------------------------------------------- report
+
+@main.command()
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("report.html"), show_default=True, help="Where to write the HTML file.")
+@click.option("--run", "run_id", metavar="RUN_ID",
+              help="The replay to report on (default: the latest one in ClickHouse).")
+@friendly_errors
+def report(out_path: Path, run_id: str | None) -> None:
+    """Write a self-contained HTML report of a replay: timeline of volume and sentiment
+    with alerts marked, topics, locations, priority mix, tiers and cost, examples.
+
+    Opens in any browser without network. Reads ClickHouse (DALLOSH_CLICKHOUSE_DSN); with
+    the embedded store, stop the worker first (one process per data path).
+    """
+    from stream_app.report import ReportError, load_report_data, write_report
+    from stream_app.storage.clickhouse import store_session
+    try:
+        with store_session(current_settings().clickhouse_dsn) as client:
+            data = load_report_data(client, run_id)
+    except ReportError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    click.echo(f"report: {write_report(data, out_path).resolve()}")
+
+
 # --------------------------------------------------------------------------- data / eval
 
 @main.group()
@@ -226,28 +253,42 @@ def data_fetch(force: bool) -> None:
     click.echo(f"manifest: {paths.manifest}")
 
 
-@main.command("eval")
-@click.option("--data", "data_arg", required=True, metavar="CSV|airline|english|french",
+@main.group("eval", invoke_without_command=True)
+@click.option("--data", "data_arg", metavar="CSV|airline|english|french",
               help="A CSV with 'text' and 'sentiment' columns, or a fetched dataset's held-out "
                    "test split: airline (Twitter US Airline), english (other tweets), french "
                    "(Amazon.fr reviews, binary).")
 @click.option("--model", default="rules", show_default=True,
-              help="What to evaluate: 'rules' (the degraded lexicon tier); a trained "
-                   "local-model artifact later.")
-@click.option("--json", "json_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="What to evaluate: 'rules' (the degraded lexicon tier) or a local-model "
+                   "artifact directory written by `dallosh train`.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the metrics (n, accuracy, macro_f1, per_class, confusion...) here.")
 @click.option("--confusion", "png_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also save the confusion matrix as a PNG.")
+@click.pass_context
 @friendly_errors
-def eval_command(data_arg: str, model: str, json_path: Path, png_path: Path | None) -> None:
-    """Measure a sentiment classifier on labelled data: accuracy, macro-F1, per class."""
+def eval_command(ctx: click.Context, data_arg: str | None, model: str, json_path: Path | None,
+                 png_path: Path | None) -> None:
+    """Measure a sentiment classifier on labelled data: accuracy, macro-F1, per class.
+
+    `dallosh eval signals` evaluates the weak-signal detectors instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    # Required for the classifier evaluation itself, not for its subcommands.
+    if data_arg is None:
+        raise click.MissingParameter(ctx=ctx, param_hint="'--data'", param_type="option")
+    if json_path is None:
+        raise click.MissingParameter(ctx=ctx, param_hint="'--json'", param_type="option")
     from stream_app.local_model import evaluate as ev
     from stream_app.local_model.datasets import DatasetError
+    from stream_app.local_model.encoders import LocalModelError
     try:
-        predict = ev.load_predictor(model)
-        path = ev.resolve_eval_data(data_arg, current_settings().cache_dir, progress=click.echo)
+        settings = current_settings()
+        path = ev.resolve_eval_data(data_arg, settings.cache_dir, progress=click.echo)
         rows = ev.read_labelled_csv(path)
-    except (DatasetError, ev.LabelledDataError) as exc:
+        predict = ev.load_predictor(model, {label for _, label in rows}, settings.local_model_threads)
+    except (DatasetError, ev.LabelledDataError, LocalModelError) as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
     result = {"data": str(path), "model": model, **ev.evaluate(predict, rows)}
@@ -258,6 +299,71 @@ def eval_command(data_arg: str, model: str, json_path: Path, png_path: Path | No
     click.echo(f"metrics: {json_path}")
     if png_path is not None:
         click.echo(f"confusion matrix: {ev.write_confusion_png(result, png_path)}")
+
+
+@eval_command.command("signals")
+@click.option("--json", "json_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the results (incidents with detected / delay_windows, "
+                   "false_alarms_per_week, targets_met...) here.")
+@click.option("--seed", default=8, show_default=True, type=int, help="Seed of the generated timeline.")
+@friendly_errors
+def eval_signals_command(json_path: Path, seed: int) -> None:
+    """Replay a generated timeline through the signals engine: a calm week with a daily
+    rhythm, then a national outage, a local outage, a slow local rise and a short spike at
+    known times. Reports each incident's detection delay (in 5-minute windows, event time)
+    and the false alarms of the calm week. No Kafka needed."""
+    from stream_app.signals.detectors import DetectorConfig
+    from stream_app.signals.agent import detector_config
+    from stream_app.signals.evaluation import evaluate_signals
+    cfg: DetectorConfig = detector_config(current_settings())
+    result = evaluate_signals(seed, cfg)
+    for incident in result["incidents"]:
+        state = (f"detected after {incident['delay_windows']} window(s) as {incident['alert_location']}"
+                 if incident["detected"] else "not detected")
+        click.echo(f"{incident['name']:<16} {state}")
+    click.echo(f"false alarms per calm week: {result['false_alarms_per_week']:g}; "
+               f"targets met: {result['targets_met']}")
+    _write_bench_json(result, json_path)
+
+
+@main.command("train")
+@click.option("--data", "data_args", multiple=True, metavar="CSV|airline|english|french",
+              default=("airline", "french"), show_default=True,
+              help="Labelled CSV(s) with 'text' and 'sentiment' (optional 'priority' 0-2 and "
+                   "'topic' columns train those heads), or a fetched dataset's training split. "
+                   "Repeat for several.")
+@click.option("--encoder", default="e5-small", show_default=True,
+              help="Sentence encoder: e5-small (multilingual, packaged), minilm (English, "
+                   "packaged), or a Hugging Face model directory.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Artifact directory. Default: DALLOSH_LOCAL_MODEL (<cache>/models/local), "
+                   "which the workers load.")
+@click.option("--hidden", default=256, show_default=True, type=click.IntRange(min=8),
+              help="Hidden units of each head.")
+@click.option("--max-epochs", default=60, show_default=True, type=click.IntRange(min=1))
+@click.option("--patience", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Stop after this many epochs without a better validation macro-F1.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@friendly_errors
+def train_command(data_args: tuple[str, ...], encoder: str, out_dir: Path | None, hidden: int,
+                  max_epochs: int, patience: int, seed: int) -> None:
+    """Train the local model tier's heads (frozen encoder + MLP heads, calibrated)."""
+    from stream_app.local_model.datasets import DatasetError
+    from stream_app.local_model.encoders import LocalModelError
+    from stream_app.local_model.train import TrainConfig, resolve_training_data, train_model
+    settings = current_settings()
+    out_dir = out_dir or settings.local_model or settings.cache_dir / "models" / "local"
+    config = TrainConfig(encoder=encoder, hidden=hidden, max_epochs=max_epochs, patience=patience,
+                         seed=seed, threads=settings.local_model_threads)
+    try:
+        paths = resolve_training_data(data_args, settings.cache_dir, progress=click.echo)
+        meta = train_model(paths, out_dir, config, progress=click.echo,
+                           embedding_cache=settings.cache_dir / "models" / "embeddings")
+    except (DatasetError, LocalModelError) as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    click.echo(f"model {meta['name']} ({', '.join(meta['heads'])} heads) saved to {out_dir}; "
+               f"encode {meta['encode_s']}s, train {meta['train_s']}s")
 
 
 # --------------------------------------------------------------------------- bench
@@ -343,6 +449,62 @@ def bench_batching_command(tweets: int, rate: float, json_path: Path | None) -> 
                    f"{figures['prompt_overhead_ratio']:.3f}, requests/1k smart {req['smart']:g} "
                    f"single {req['single']:g} fixed20 {req['fixed20']:g}, tokens/1k smart "
                    f"{tok['smart']:,} single {tok['single']:,} fixed20 {tok['fixed20']:,}")
+    _write_bench_json(result, json_path)
+
+
+@bench.command("local-model")
+@click.option("--model", "artifact", type=click.Path(file_okay=False, path_type=Path),
+              help="Artifact directory (default: DALLOSH_LOCAL_MODEL, where `dallosh train` saves).")
+@click.option("--tweets", type=click.IntRange(min=100), default=2000, show_default=True,
+              help="Tweets of the bundled sample to classify.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the results here (else print them).")
+@friendly_errors
+def bench_local_model_command(artifact: Path | None, tweets: int, batch_size: int,
+                              json_path: Path | None) -> None:
+    """Local model tier throughput on this CPU (batched), its load time, and the rules
+    tier on the same tweets for comparison."""
+    from bench.local_model import bench_local_model
+    from stream_app.local_model.encoders import LocalModelError
+    settings = current_settings()
+    artifact = artifact or settings.local_model
+    try:
+        if artifact is None:
+            raise LocalModelError("the local model is disabled (DALLOSH_LOCAL_MODEL=off); give --model DIR")
+        result = bench_local_model(artifact, n=tweets, batch_size=batch_size,
+                                   threads=settings.local_model_threads, say=click.echo)
+    except LocalModelError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    click.echo(f"{result['tweets_per_s']:,.0f} tweets/s ({result['encoder']}, batch {batch_size}, "
+               f"{result['threads']} threads); load {result['load_s']:.2f}s; rules tier "
+               f"{result['rules_tweets_per_s']:,.0f} tweets/s")
+    _write_bench_json(result, json_path)
+
+
+@bench.command("sink")
+@click.option("--rows", type=click.IntRange(min=1000), default=200_000, show_default=True,
+              help="Distinct classified tweets pushed through the sink (+10 % re-classified).")
+@click.option("--latency-tweets", type=click.IntRange(min=100), default=6_000, show_default=True,
+              help="Tweets sent at a steady rate through the whole pipeline for latency.")
+@click.option("--rate", type=click.FloatRange(min=1), default=200.0, show_default=True,
+              help="Steady arrival rate of the latency run, tweets per second.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the results here (else print them).")
+@friendly_errors
+def bench_sink_command(rows: int, latency_tweets: int, rate: float, json_path: Path | None) -> None:
+    """Rows/s into ClickHouse through the sink, and produce-to-queryable latency.
+
+    Runs real worker processes against the local broker (started and stopped if it is
+    not running) or DALLOSH_KAFKA_BOOTSTRAP, in a throwaway data dir and topics.
+    """
+    from bench.sink import bench_sink
+    settings = current_settings()
+    with _broker_for_bench(settings):
+        result = bench_sink(settings, rows, latency_tweets, rate, say=click.echo)
+    click.echo(f"sink {result['rows_per_s']:,.0f} rows/s; latency p50 {result['latency_p50_s']} s, "
+               f"p95 {result['latency_p95_s']} s, p99 {result['latency_p99_s']} s")
     _write_bench_json(result, json_path)
 
 

@@ -23,9 +23,10 @@ from connectors.csv_replay import ReplayOptions, ReplayResult, replay_file
 from connectors.samples import SAMPLE_PATH
 from stream_app.infra.kafka_broker import broker_down, broker_status, broker_up, log_tail
 from stream_app.kafka_admin import consumer_lag, ensure_topics, pipeline_topics
+from stream_app.report import load_report_data, write_report
 from stream_app.settings import Settings
 from stream_app.storage.clickhouse import store_session
-from stream_app.summary import RunSummary, format_summary, summarise_run
+from stream_app.summary import RunSummary, format_alerts, format_summary, run_alerts, summarise_run
 
 Say = Callable[[str], None]
 DRAIN_CONFIRMATIONS = 3  # one zero-lag snapshot per stage hop (raw -> clean -> classified)
@@ -39,6 +40,8 @@ class DemoError(RuntimeError):
 class DemoResult:
     replay: ReplayResult
     summary: RunSummary
+    report_path: Path | None = None
+    alerts: list[dict] | None = None
 
     @property
     def reconciles(self) -> bool:
@@ -78,7 +81,8 @@ async def wait_until_drained(settings: Settings, worker: WorkerProcess, say: Say
                              timeout_s: float) -> None:
     """Return once the worker group has committed everything on every pipeline topic."""
     topics = [settings.topic_raw, settings.topic_clean, settings.topic_classified,
-              settings.topic_dlq, settings.topic_provider_calls, settings.topic_decisions]
+              settings.topic_dlq, settings.topic_provider_calls, settings.topic_decisions,
+              settings.topic_alerts]
     deadline = time.monotonic() + timeout_s
     confirmations, last_report = 0, 0.0
     while confirmations < DRAIN_CONFIRMATIONS:
@@ -103,11 +107,26 @@ async def wait_until_drained(settings: Settings, worker: WorkerProcess, say: Say
         await asyncio.sleep(0.5)
 
 
+def describe_classifier(settings: Settings) -> str:
+    """Which tiers will classify: said up front, so nobody mistakes rules for a model."""
+    from stream_app.classify.provider_config import load_providers
+    usable = [p.name for p in load_providers(settings.providers) if p.available]
+    providers = f"providers {', '.join(usable)}" if usable else "no provider configured (no key, no on-prem URL)"
+    if settings.local_model is None:
+        local = "local model disabled (DALLOSH_LOCAL_MODEL=off)"
+    elif (settings.local_model / "model.json").is_file():
+        local = f"local model {settings.local_model}"
+    else:
+        local = f"no local model at {settings.local_model} (`dallosh train` makes one)"
+    return f"Classifier: {providers}; {local}; degraded rules as the last resort"
+
+
 def run_demo(settings: Settings, file: Path | None = None, *, keep_infra: bool = False,
              timeout_s: float = 600.0, say: Say = print) -> DemoResult:
     file = file or SAMPLE_PATH
     if file == SAMPLE_PATH:
         say(f"Replaying the bundled sample: {file.name} (synthetic; see connectors/samples/README.md)")
+    say(describe_classifier(settings))
     started_broker = not broker_status(settings).running
     broker_up(settings, progress=say)
     worker = None
@@ -125,8 +144,17 @@ def run_demo(settings: Settings, file: Path | None = None, *, keep_infra: bool =
         worker = None
         with store_session(settings.clickhouse_dsn) as client:
             summary = summarise_run(client, replay.run_id)
+            alerts = run_alerts(client, replay.run_id)
+            report_data = load_report_data(client, replay.run_id) if summary.stored else None
         say(format_summary(summary, replay.rows_read, replay.duplicates))
-        return DemoResult(replay=replay, summary=summary)
+        say(format_alerts(alerts))
+        report_path = None
+        if report_data is not None:
+            report_path = write_report(report_data, settings.data_dir / "reports" /
+                                       f"{replay.run_id}.html")
+            say(f"Report: {report_path} (open it in a browser; `dallosh report --out FILE` "
+                "writes it again)")
+        return DemoResult(replay=replay, summary=summary, report_path=report_path, alerts=alerts)
     finally:
         if worker is not None:
             worker.stop()

@@ -65,6 +65,10 @@ def _non_negative_float(raw: str) -> float:
     return _number(raw, float, lambda v: v >= 0, "a number >= 0")
 
 
+def _non_negative_int(raw: str) -> int:
+    return _number(raw, int, lambda v: v >= 0, "an integer >= 0")
+
+
 def _backfill_minutes(raw: str) -> int:
     return _number(raw, int, lambda v: 0 <= v <= 5, "an integer from 0 to 5 (X's backfill limit)")
 
@@ -134,10 +138,41 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Seconds a request may take with its retries before its tweets fall to the next tier."),
     SettingSpec("classify_max_items", 50, _positive_int,
                 "Most tweets in one provider request (accuracy drops in long batches)."),
+    SettingSpec("local_model", None, str,
+                "Artifact directory of the local model tier (`dallosh train --out`); `off` "
+                "disables the tier. Default `<cache_dir>/models/local`; when no artifact is "
+                "there the cascade falls back to the degraded rules."),
+    SettingSpec("local_model_threads", 2, _positive_int,
+                "CPU threads of local-model inference (torch and the e5 engine)."),
+    SettingSpec("local_escalate_below", 0.0, _non_negative_float,
+                "Local-first mode when > 0: the local model answers first and only items whose "
+                "calibrated confidence is below this go up to the cloud/on-prem providers. "
+                "0 = providers first, local model only as their fallback."),
     SettingSpec("sink_batch_size", 5000, _positive_int,
                 "Most rows per ClickHouse insert."),
     SettingSpec("sink_max_wait", 1.0, _positive_float,
                 "Seconds a partial sink batch waits before it is inserted anyway."),
+    SettingSpec("sink_max_backoff_s", 30.0, _positive_float,
+                "Longest pause between two retries of an insert that failed for a transient "
+                "reason (backoff doubles from 0.2 s, with jitter); the batch is never dropped."),
+    SettingSpec("stream_buffer_max", 4096, _positive_int,
+                "Most messages an agent buffers ahead of its processing; past it the worker "
+                "stops fetching that partition (back-pressure, e.g. while ClickHouse is down)."),
+    SettingSpec("sink_chaos_file", None, Path,
+                "Chaos switch for fault-injection tests, off by default: while this file exists, "
+                "every ClickHouse insert fails (content `refuse`: before it is sent; `lost-ack`: "
+                "after it landed, as if the reply were lost)."),
+    SettingSpec("tweets_retention_days", 365, _non_negative_int,
+                "Days a tweet (and its clean decisions) is kept after it was stored (0: forever)."),
+    SettingSpec("rollup_retention_days", 730, _non_negative_int,
+                "Days the per-minute rollup `tweets_by_minute` keeps a cell after its last "
+                "update (0: forever)."),
+    SettingSpec("alerts_retention_days", 365, _non_negative_int,
+                "Days an alert is kept after its last update (0: forever)."),
+    SettingSpec("provider_calls_retention_days", 400, _non_negative_int,
+                "Days a classifier request stays in the FinOps ledger `provider_calls` (0: forever)."),
+    SettingSpec("dlq_retention_days", 90, _non_negative_int,
+                "Days a dead letter is kept in ClickHouse `dlq` (0: forever)."),
     SettingSpec("replay_checkpoint_every", 10_000, _positive_int,
                 "Rows between two replay checkpoints (what `dallosh replay --resume` continues from)."),
     SettingSpec("x_api_url", "https://api.x.com", str,
@@ -162,6 +197,29 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("stream_metrics_port", 9109, _port,
                 "Port of a live connector's Prometheus `/metrics` (0 disables it); distinct "
                 "from the worker's so both can run on one host."),
+    SettingSpec("topic_windows", "signals.windows", str,
+                "Topic of the signals stage's closed one-minute windows (per topic, location "
+                "and overall), re-published when late data revises them."),
+    SettingSpec("signals_allowed_lateness_s", 120.0, _non_negative_float,
+                "Event-time seconds the signals watermark trails the slowest partition: a "
+                "one-minute window closes this long after its end."),
+    SettingSpec("signals_revision_horizon_s", 86400.0, _positive_float,
+                "Event-time seconds behind the watermark within which late tweets still revise "
+                "closed windows and alerts; older ones are counted and left out."),
+    SettingSpec("signals_high_share", 0.30, _positive_float,
+                "Threshold detector: share of priority-0 tweets over the last hour and the last "
+                "5 minutes that fires an alert."),
+    SettingSpec("signals_burst_alpha", 1e-6, _positive_float,
+                "Burst detector: Poisson tail probability of the last 10 minutes' negative count "
+                "under the baseline below which it fires."),
+    SettingSpec("signals_burst_ratio", 2.8, _positive_float,
+                "Burst detector: least ratio of observed to expected negatives (last 10 minutes)."),
+    SettingSpec("signals_trend_hours", 6, _positive_int,
+                "Slow-rise detector: hours of half-hour negative shares in the Mann-Kendall test."),
+    SettingSpec("signals_trend_z", 3.0, _positive_float,
+                "Slow-rise detector: Mann-Kendall z-score from which a rise is significant."),
+    SettingSpec("signals_resolve_minutes", 30, _positive_int,
+                "Event-time minutes without any signal before an alert resolves (hysteresis)."),
     SettingSpec("log_level", "info", str, "Log level of workers and commands."),
 )
 
@@ -202,7 +260,18 @@ class Settings:
     classify_deadline_s: float
     classify_max_items: int
     sink_batch_size: int
+    local_model: Path | None
+    local_model_threads: int
+    local_escalate_below: float
     sink_max_wait: float
+    sink_max_backoff_s: float
+    stream_buffer_max: int
+    sink_chaos_file: Path | None
+    tweets_retention_days: int
+    rollup_retention_days: int
+    alerts_retention_days: int
+    provider_calls_retention_days: int
+    dlq_retention_days: int
     replay_checkpoint_every: int
     x_api_url: str
     x_rules_file: Path | None
@@ -212,6 +281,15 @@ class Settings:
     mastodon_streaming_url: str
     stream_stall_timeout: float
     stream_metrics_port: int
+    topic_windows: str
+    signals_allowed_lateness_s: float
+    signals_revision_horizon_s: float
+    signals_high_share: float
+    signals_burst_alpha: float
+    signals_burst_ratio: float
+    signals_trend_hours: int
+    signals_trend_z: float
+    signals_resolve_minutes: int
     log_level: str
 
     @property
@@ -227,6 +305,8 @@ class Settings:
         env = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "local_model" and value is None:
+                value = "off"  # None means "disabled" here, not "use the default"
             if value is not None:
                 env[_SPECS[f.name].env_var] = str(value)
         return env
@@ -265,6 +345,10 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
     values["data_dir"] = values["data_dir"].expanduser().resolve()
     values["cache_dir"] = Path(values["cache_dir"] or _user_dir("XDG_CACHE_HOME", ".cache"))
     values["cache_dir"] = values["cache_dir"].expanduser().resolve()
+    if values["local_model"] == "off":
+        values["local_model"] = None
+    else:
+        values["local_model"] = Path(values["local_model"] or values["cache_dir"] / "models" / "local")
     if not values["clickhouse_dsn"]:
         values["clickhouse_dsn"] = f"chdb://{values['data_dir'] / 'clickhouse'}"
     return Settings(**values)

@@ -19,8 +19,12 @@ from stream_app.classify.agent import register_classify_agent
 from stream_app.clean.agent import register_clean_agent
 from stream_app.kafka_admin import consumer_lag, pipeline_topics
 from stream_app.settings import Settings
-from stream_app.sink.agent import ClickHouseWriter, register_sink_agents
+from stream_app.signals.agent import register_signals_agent
+from stream_app.sink.agent import register_sink_agents
+from stream_app.sink.chaos import ChaosSwitch
+from stream_app.sink.writer import ClickHouseWriter
 from stream_app.storage.clickhouse import open_store
+from stream_app.storage.retention import Retention
 from stream_app.topics import PipelineTopics
 
 log = logging.getLogger(__name__)
@@ -49,13 +53,18 @@ def create_app(settings: Settings, role: Role = Role.ALL) -> faust.App:
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
         broker_rebalance_timeout=20.0,
+        stream_buffer_maxsize=settings.stream_buffer_max,  # bounds what a stalled agent holds
     )
     topics = PipelineTopics.declare(app, settings)
     if role in (Role.ALL, Role.PIPELINE):
         register_clean_agent(app, topics, settings)
         register_classify_agent(app, topics, settings)
     if role in (Role.ALL, Role.SINK):
-        writer = ClickHouseWriter(open_store(settings.clickhouse_dsn))
+        # Signals need every partition of tweets.classified: they run in the singleton role.
+        register_signals_agent(app, topics, settings)
+        store = open_store(settings.clickhouse_dsn, Retention.from_settings(settings))
+        writer = ClickHouseWriter(store, max_backoff_s=settings.sink_max_backoff_s,
+                                  chaos=ChaosSwitch(settings.sink_chaos_file))
         register_sink_agents(app, topics, settings, writer)
 
     @app.timer(LAG_INTERVAL_S)

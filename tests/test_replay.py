@@ -164,7 +164,10 @@ def test_rebase_to_now_shifts_all_event_times_by_one_offset(tmp_path, pipeline_s
     replay(pipeline_settings, path, rebase_to_now=True)
     times = [parse_iso(t["created_at"]) for t in sorted(raw_by_id(pipeline_settings).values(),
                                                          key=lambda t: t["id"])]
-    assert abs((times[0] - before).total_seconds()) < 30
+    # The shift is a whole number of 5-minute steps (the signal windows stay aligned),
+    # so the first tweet lands at most 5 minutes before "now".
+    assert -330 < (times[0] - before).total_seconds() < 30
+    assert (times[0] - datetime(2024, 1, 15, 8, 0, tzinfo=timezone.utc)) % timedelta(minutes=5) == timedelta(0)
     assert [(b - a).total_seconds() for a, b in zip(times, times[1:])] == [60.0] * 4
 
 
