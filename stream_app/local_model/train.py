@@ -1,9 +1,11 @@
 """``dallosh train``: fit the local model's heads on labelled CSVs.
 
 The encoder is frozen (fine-tuning a transformer on two CPU cores would take hours); each
-head is a one-hidden-layer MLP on the sentence embedding, trained with class-balanced
-cross-entropy, early-stopped on the validation macro-F1 and then calibrated by
-temperature scaling on the same validation rows. The validation rows are picked by a
+head is a one-hidden-layer MLP on the sentence embedding, trained with cross-entropy
+weighted so that every class and every training file count equally (macro-F1 is the
+goal, and 1,000 French reviews must not drown under 11,000 airline tweets),
+early-stopped on the validation macro-F1 and then calibrated by temperature scaling on
+the same validation rows. The validation rows are picked by a
 hash of the text (stable across runs and row orders), never from the evaluation files:
 ``dallosh eval`` scores the ``*_test`` splits the trainer never sees.
 """
