@@ -18,6 +18,7 @@ import pytest
 
 from connectors.archive import file_sha256
 from connectors.csv_replay import ReplayOptions, replay_file
+from stream_app.kafka_admin import topic_end_offsets
 from stream_app.records import parse_iso
 from tests.conftest import read_topic
 
@@ -187,12 +188,23 @@ def run_cli(settings, *args: str) -> subprocess.Popen:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def wait_for_messages(settings, at_least: int, proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    """Until ``at_least`` raw messages are on Kafka (the replay is under way)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        ends = asyncio.run(topic_end_offsets(settings.kafka_bootstrap, [settings.topic_raw]))
+        if sum(ends.values()) >= at_least:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the replay did not produce {at_least} messages in time (exit {proc.poll()})")
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "crash"])
 def test_interrupted_then_resumed_replay_has_no_gap_and_no_duplicate(tmp_path, pipeline_settings, stop_signal):
     rows = 6000
     path = timeline_csv(tmp_path / "long.csv", rows=rows, gap_s=1)
     proc = run_cli(pipeline_settings, "--speed", "2000", str(path))  # ~3 s when left alone
-    time.sleep(1.8)
+    wait_for_messages(pipeline_settings, at_least=300, proc=proc)  # not a fixed sleep: CPU may be busy
     proc.send_signal(stop_signal)
     output, _ = proc.communicate(timeout=60)
     if stop_signal == signal.SIGINT:

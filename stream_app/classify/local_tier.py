@@ -13,13 +13,15 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from stream_app import metrics
 from stream_app.classify.rules import DEFAULT_TEAMS, classify_text
 from stream_app.classify.types import Item, Label, Outcome
-from stream_app.local_model.model import LocalModel, Prediction
 from stream_app.records import ProviderCall, iso, utc_now
+
+if TYPE_CHECKING:  # torch is imported only by a worker that has a model to load
+    from stream_app.local_model.model import LocalModel, Prediction
 
 log = logging.getLogger(__name__)
 LOCAL_PROVIDER = "local"
@@ -61,6 +63,7 @@ def load_local_tier(artifact: Path | None, threads: int) -> LocalModelTier | Non
     (the cascade then falls from the providers straight to the degraded rules)."""
     if artifact is None or not (artifact / "model.json").is_file():
         return None
+    from stream_app.local_model.model import LocalModel
     started = time.perf_counter()
     model = LocalModel.load(artifact, threads=threads)
     log.info("local model %s loaded from %s in %.1fs", model.name, artifact, time.perf_counter() - started)
