@@ -72,7 +72,8 @@ def _child_settings(base: Settings, data_dir: Path, prefix: str) -> Settings:
         "app_id": f"dallosh-{prefix}", "metrics_port": str(_free_port()),
         "partitions": str(base.partitions),
         **{f"topic_{n}": f"{prefix}.{n}" for n in
-           ("raw", "clean", "classified", "dlq", "alerts", "provider_calls", "decisions")},
+           ("raw", "clean", "classified", "dlq", "alerts", "provider_calls", "decisions",
+            "windows")},
     }, environ={k: v for k, v in os.environ.items()
                 if not k.startswith("DALLOSH_") or k in ("DALLOSH_LOCAL_MODEL",)})
 

@@ -1,8 +1,9 @@
 """``dallosh demo [FILE]``: the whole product on one machine, start to finish.
 
 Starts the local broker if needed, runs a worker process, replays the bundled sample
-(or the user's dump), waits until the consumer group has committed every message of
-every stage, stops the worker, and reads the run back from ClickHouse.
+(or the user's dump), waits until the consumer groups have committed every message of
+every stage (the sink's group commits only what is stored in ClickHouse), stops the
+worker, and reads the run back from ClickHouse.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from aiokafka.errors import KafkaError
 from connectors.csv_replay import ReplayOptions, ReplayResult, replay_file
 from connectors.samples import SAMPLE_PATH
 from stream_app.infra.kafka_broker import broker_down, broker_status, broker_up, log_tail
-from stream_app.kafka_admin import consumer_lag, ensure_topics, pipeline_topics
+from stream_app.kafka_admin import consumer_groups, ensure_topics, pipeline_lag, pipeline_topics
 from stream_app.report import load_report_data, write_report
 from stream_app.settings import Settings
 from stream_app.storage.clickhouse import store_session
@@ -79,10 +80,10 @@ class WorkerProcess:
 
 async def wait_until_drained(settings: Settings, worker: WorkerProcess, say: Say,
                              timeout_s: float) -> None:
-    """Return once the worker group has committed everything on every pipeline topic."""
-    topics = [settings.topic_raw, settings.topic_clean, settings.topic_classified,
-              settings.topic_dlq, settings.topic_provider_calls, settings.topic_decisions,
-              settings.topic_alerts]
+    """Return once every consumer group of the pipeline (the Faust agents' and the
+    sink's) has committed everything on every topic it reads. The sink commits only
+    what is durable in ClickHouse, so drained means every tweet is stored there."""
+    groups = consumer_groups(settings)
     deadline = time.monotonic() + timeout_s
     confirmations, last_report = 0, 0.0
     while confirmations < DRAIN_CONFIRMATIONS:
@@ -91,7 +92,7 @@ async def wait_until_drained(settings: Settings, worker: WorkerProcess, say: Say
             raise DemoError(f"the pipeline did not drain within {timeout_s:.0f} s; see "
                             f"{worker.log_path}:\n{log_tail(worker.log_path)}")
         try:
-            lag = await consumer_lag(settings.bootstrap_servers, settings.app_id, topics)
+            lag = await pipeline_lag(settings.bootstrap_servers, groups)
         except KafkaError as exc:
             if not exc.retriable:
                 raise

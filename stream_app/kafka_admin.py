@@ -1,8 +1,10 @@
 """Small Kafka administration helpers: create the pipeline topics, measure consumer lag.
 
-Lag (end offset minus the group's committed offset, summed per topic) is what the
-worker exports as a metric and what ``dallosh demo`` waits on to know that every
-replayed tweet went through every stage.
+Lag (end offset minus the committed offset of the group that consumes the topic,
+summed per topic) is what the worker exports as a metric and what ``dallosh demo``
+waits on to know that every replayed tweet went through every stage. Two groups
+consume the pipeline: the Faust agents (``app_id``) and the ClickHouse sink
+(``<app_id>-sink``); a topic read by both is as far behind as the slower one.
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ class KafkaUnavailable(RuntimeError):
 def pipeline_topics(settings: Settings) -> list[str]:
     return [settings.topic_raw, settings.topic_clean, settings.topic_classified,
             settings.topic_dlq, settings.topic_alerts, settings.topic_provider_calls,
-            settings.topic_decisions]
+            settings.topic_decisions, settings.topic_windows]
+
+
+def consumer_groups(settings: Settings) -> dict[str, list[str]]:
+    """Each consumer group of the pipeline and the topics it consumes."""
+    from stream_app.sink.consumer import sink_group, sink_routes  # heavy: only when asked
+    return {settings.app_id: [settings.topic_raw, settings.topic_clean,
+                              settings.topic_classified],  # clean, classify, signals
+            sink_group(settings): list(sink_routes(settings))}
 
 
 async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> list[str]:
@@ -82,18 +92,24 @@ async def topic_end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[Topic
         await asyncio.gather(consumer.stop(), admin.close(), return_exceptions=True)
 
 
-async def consumer_lag(bootstrap: str, group: str, topics: Iterable[str]) -> dict[str, int]:
-    """Messages not yet committed by ``group``, per topic (0 for a drained topic)."""
-    topics = list(dict.fromkeys(topics))
+async def pipeline_lag(bootstrap: str, groups: dict[str, list[str]]) -> dict[str, int]:
+    """Per topic, the lag of its slowest consumer group (``groups``: group -> topics,
+    as :func:`consumer_groups` gives); 0 once every group has committed everything."""
+    topics = list(dict.fromkeys(t for names in groups.values() for t in names))
     consumer, admin = await _clients(bootstrap)
     try:
         ends = await _end_offsets(consumer, admin, topics)
-        committed = await admin.list_consumer_group_offsets(group, partitions=list(ends))
         lag = {t: 0 for t in topics}
-        for tp, end in ends.items():
-            meta = committed.get(tp)
-            done = meta.offset if meta is not None and meta.offset >= 0 else 0
-            lag[tp.topic] += max(0, end - done)
+        for group, names in groups.items():
+            partitions = [tp for tp in ends if tp.topic in names]
+            committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+            per_topic = dict.fromkeys(names, 0)
+            for tp in partitions:
+                meta = committed.get(tp)
+                done = meta.offset if meta is not None and meta.offset >= 0 else 0
+                per_topic[tp.topic] += max(0, ends[tp] - done)
+            for topic, behind in per_topic.items():
+                lag[topic] = max(lag[topic], behind)
         return lag
     finally:
         await asyncio.gather(consumer.stop(), admin.close(), return_exceptions=True)

@@ -41,12 +41,13 @@ SINK_REFUSED_ROWS = Counter("dallosh_sink_refused_rows_total",
                             "Rows ClickHouse refused for good (dead-lettered with the reason)",
                             ["table"])
 SINK_BLOCKED = Gauge("dallosh_sink_blocked",
-                     "1 while a batch waits for ClickHouse (retrying; Kafka reads pause "
-                     "once the stream buffer is full)", ["table"])
+                     "1 while a batch waits for ClickHouse (retrying; the sink fetches "
+                     "nothing more from Kafka meanwhile)", ["table"])
 SINK_PENDING_ROWS = Gauge("dallosh_sink_pending_rows",
                           "Rows taken from Kafka and not yet durable in ClickHouse", ["table"])
 CONSUMER_LAG = Gauge("dallosh_consumer_lag_messages",
-                     "Messages of a topic not yet committed by the worker group", ["topic"])
+                     "Messages of a topic not yet committed by its slowest consumer group "
+                     "(Faust agents or the ClickHouse sink)", ["topic"])
 
 # Stage names used as label values.
 STAGE_CLEAN = "clean"

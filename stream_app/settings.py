@@ -95,7 +95,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "`chdb:///path` (embedded engine) or `http(s)://user:pass@host:8123/dallosh`. "
                 "Empty: embedded at `DATA_DIR/clickhouse`."),
     SettingSpec("app_id", "dallosh", str,
-                "Faust application id: the Kafka consumer group of the workers."),
+                "Faust application id: the Kafka consumer group of the workers' Faust agents; "
+                "the ClickHouse sink uses `<app_id>-sink`."),
     SettingSpec("partitions", 4, _positive_int,
                 "Partitions of the pipeline topics (the most workers that can share a stage)."),
     SettingSpec("topic_raw", "tweets.raw", str, "Topic the connectors produce raw tweets to."),
@@ -156,8 +157,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Longest pause between two retries of an insert that failed for a transient "
                 "reason (backoff doubles from 0.2 s, with jitter); the batch is never dropped."),
     SettingSpec("stream_buffer_max", 4096, _positive_int,
-                "Most messages an agent buffers ahead of its processing; past it the worker "
-                "stops fetching that partition (back-pressure, e.g. while ClickHouse is down)."),
+                "Most messages a Faust agent (clean, classify, signals) buffers ahead of its "
+                "processing; past it the worker stops fetching that partition (back-pressure). "
+                "The ClickHouse sink fetches its next batch only once the previous one is stored."),
     SettingSpec("sink_chaos_file", None, Path,
                 "Chaos switch for fault-injection tests, off by default: while this file exists, "
                 "every ClickHouse insert fails (content `refuse`: before it is sent; `lost-ack`: "

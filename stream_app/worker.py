@@ -2,9 +2,11 @@
 
 Roles (``dallosh worker --role``): ``pipeline`` runs clean + classify and may run as
 many processes as there are partitions; ``sink`` is the one ClickHouse writer (the
-embedded engine allows one process per data path); ``all`` runs everything in one
-process, the embedded default. All workers of an installation share one consumer group,
-so Kafka spreads partitions among them.
+embedded engine allows one process per data path) plus the signals agent; ``all`` runs
+everything in one process, the embedded default. The Faust agents of all workers of an
+installation share one consumer group (``app_id``), so Kafka spreads partitions among
+them; the ClickHouse sink is a plain aiokafka consumer in its own group
+(``<app_id>-sink``, see :mod:`stream_app.sink.consumer`), started and stopped with the app.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ import faust
 from stream_app import metrics
 from stream_app.classify.agent import register_classify_agent
 from stream_app.clean.agent import register_clean_agent
-from stream_app.kafka_admin import consumer_lag, pipeline_topics
+from stream_app.kafka_admin import consumer_groups, pipeline_lag
 from stream_app.settings import Settings
 from stream_app.signals.agent import register_signals_agent
-from stream_app.sink.agent import register_sink_agents
+from stream_app.sink.consumer import SinkConsumer
 from stream_app.sink.chaos import ChaosSwitch
 from stream_app.sink.writer import ClickHouseWriter
 from stream_app.storage.clickhouse import open_store
@@ -65,13 +67,12 @@ def create_app(settings: Settings, role: Role = Role.ALL) -> faust.App:
         store = open_store(settings.clickhouse_dsn, Retention.from_settings(settings))
         writer = ClickHouseWriter(store, max_backoff_s=settings.sink_max_backoff_s,
                                   chaos=ChaosSwitch(settings.sink_chaos_file))
-        register_sink_agents(app, topics, settings, writer)
+        app.add_dependency(SinkConsumer(settings, writer))  # starts and stops with the app
 
     @app.timer(LAG_INTERVAL_S)
     async def export_consumer_lag() -> None:
         try:
-            lags = await consumer_lag(settings.bootstrap_servers, settings.app_id,
-                                      pipeline_topics(settings))
+            lags = await pipeline_lag(settings.bootstrap_servers, consumer_groups(settings))
         except Exception as exc:  # a metric must never take the worker down
             log.debug("consumer lag unavailable: %s", exc)
             return

@@ -54,7 +54,8 @@ def isolated_settings(data_dir: Path, bootstrap: str, **overrides: object) -> Se
         "sink_max_wait": 0.3,
         "classify_max_wait": 0.3,
         **{f"topic_{name}": f"t{tag}.{name}" for name in
-           ("raw", "clean", "classified", "dlq", "alerts", "provider_calls", "decisions")},
+           ("raw", "clean", "classified", "dlq", "alerts", "provider_calls", "decisions",
+            "windows")},
     }
     values.update(overrides)
     return load_settings({k: str(v) for k, v in values.items()}, environ={})

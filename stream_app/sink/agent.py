@@ -1,10 +1,11 @@
-"""The sink: the one ClickHouse writer. Consumes classified tweets, dead letters, the
-provider-call ledger and the clean decisions, and batch-inserts each into its table.
+"""The sink's delivery step: one batch of messages of one topic made durable.
 
-Delivery: Faust's ``take`` acknowledges a batch's offsets only when the loop body
-returns, and the body returns only once every row is durable in ClickHouse or stored
-in ``dlq`` with the reason it was refused (see :mod:`stream_app.sink.writer`). A crash
-before that redelivers the batch; the tables replace rows by key, the inserts carry a
+:func:`deliver` decodes the messages into rows of their table, inserts them (see
+:mod:`stream_app.sink.writer`: retried until durable, refused rows isolated) and stores
+every message that cannot be a row in ``dlq`` with the reason. It returns only when
+each message is either a row or a dead letter in ClickHouse; the sink's consumer
+(:mod:`stream_app.sink.consumer`) commits the Kafka offsets only after that. A crash
+before redelivers the batch; the tables replace rows by key and the inserts carry a
 deduplication token, so a redelivery never counts a tweet twice.
 """
 
@@ -14,14 +15,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import faust
-
 from stream_app import metrics
 from stream_app.records import DeadLetter
-from stream_app.settings import Settings
-from stream_app.sink.tables import ALERTS, CLEAN_DECISIONS, DLQ, PROVIDER_CALLS, TWEETS, TableSpec
+from stream_app.sink.tables import DLQ, TableSpec
 from stream_app.sink.writer import ClickHouseWriter, RefusedRow
-from stream_app.topics import PipelineTopics
 
 log = logging.getLogger(__name__)
 STAGE = metrics.STAGE_SINK
@@ -85,22 +82,3 @@ async def deliver(writer: ClickHouseWriter, spec: TableSpec, payloads: list[byte
         metrics.DEAD_LETTERS.labels(STAGE, "refused").inc(len(refused))
     metrics.SINK_PENDING_ROWS.labels(spec.table).set(0)
     return Delivery(inserted=len(decoded.rows) - len(refused), dead_lettered=len(dead))
-
-
-def register_sink_agents(app: faust.App, topics: PipelineTopics, settings: Settings,
-                         writer: ClickHouseWriter) -> None:
-    for topic, spec in ((topics.classified, TWEETS), (topics.dlq, DLQ),
-                        (topics.provider_calls, PROVIDER_CALLS),
-                        (topics.decisions, CLEAN_DECISIONS), (topics.alerts, ALERTS)):
-        _register_one(app, topic, spec, settings, writer)
-
-
-def _register_one(app: faust.App, topic: faust.TopicT, spec: TableSpec, settings: Settings,
-                  writer: ClickHouseWriter) -> None:
-    async def sink(stream: faust.StreamT[bytes]) -> None:
-        async for payloads in stream.take(settings.sink_batch_size, within=settings.sink_max_wait):
-            metrics.MESSAGES_IN.labels(STAGE).inc(len(payloads))
-            metrics.BATCH_SIZE.labels(STAGE).observe(len(payloads))
-            await deliver(writer, spec, payloads)
-
-    app.agent(topic, name=f"sink_{spec.table.split('.')[-1]}")(sink)
