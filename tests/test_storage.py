@@ -195,3 +195,22 @@ def test_expired_rows_go_and_recent_ones_stay(store):
     apply_retention(store, Retention(30, 730, 365, 400, 90))
     store.command("OPTIMIZE TABLE dallosh.tweets FINAL")
     assert store.query("SELECT id FROM dallosh.tweets").result_rows == [("2",)]
+
+
+def test_an_alert_of_an_old_replayed_dump_is_kept(store):
+    """Alerts carry event time (a 2024 dump's alert is dated 2024); retention must count
+    from when the alert was stored, or a replay's alerts vanish on insert."""
+    from stream_app.records import Alert
+    from stream_app.sink.tables import ALERTS
+    from stream_app.storage.retention import Retention, apply_retention
+    apply_retention(store, Retention(30, 730, 30, 400, 90))
+    old = "2024-02-06T11:05:00.000Z"
+    alert = Alert(alert_id="a1", detector="threshold", key="location:Lyon", location="Lyon",
+                  severity="critical", status="firing", window_start=old, window_end=old,
+                  observed=1.0, expected=0.3, score=3.3, example_ids=["1"], message="m",
+                  first_seen=old, updated_at=old, resolved_at=None, version=1)
+    rows, rejects = rows_and_rejects(ALERTS, [alert.to_json()])
+    assert not rejects
+    store.insert(ALERTS.table, rows, column_names=list(ALERTS.columns))
+    store.command("OPTIMIZE TABLE dallosh.alerts FINAL")
+    assert store.query("SELECT alert_id FROM dallosh.alerts").result_rows == [("a1",)]

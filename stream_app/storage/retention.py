@@ -54,7 +54,7 @@ class Retention:
         return [TableTTL("tweets", "stored_at", self.tweets_days),
                 TableTTL("clean_decisions", "at", self.tweets_days),
                 TableTTL("tweets_by_minute", "last_stored", self.rollup_days),
-                TableTTL("alerts", "updated_at", self.alerts_days),
+                TableTTL("alerts", "stored_at", self.alerts_days),  # updated_at is event time
                 TableTTL("provider_calls", "at", self.provider_calls_days),
                 TableTTL("dlq", "at", self.dlq_days)]
 
