@@ -141,8 +141,11 @@ def test_prometheus_scrapes_a_worker_evaluates_the_rules_and_pages_when_it_stops
     finally:
         worker.stop()
     # The worker is gone: its scrapes fail, up == 0, the alert fires for both services.
-    firing = wait_for(lambda: api(port, "query", query='ALERTS{alertname="DalloshWorkerDown",'
-                                                       'alertstate="firing"}')["result"],
-                      30, "DalloshWorkerDown to fire")
+    def firing_for_both() -> list:
+        # The two targets are scraped at different moments: wait until both fire.
+        result = api(port, "query", query='ALERTS{alertname="DalloshWorkerDown",alertstate="firing"}')["result"]
+        return result if len({series["metric"]["service"] for series in result}) == 2 else []
+
+    firing = wait_for(firing_for_both, 60, "DalloshWorkerDown to fire for both services")
     assert {series["metric"]["service"] for series in firing} == {"worker-pipeline", "sink"}
     assert all(series["metric"]["severity"] == "critical" for series in firing)

@@ -147,3 +147,20 @@ def test_evaluation_json_has_the_documented_keys():
     result = json.loads((Path(__file__).parents[1] / "bench/results/signals.json").read_text())
     assert {"incidents", "false_alarms_per_week"} <= set(result)
     assert {"name", "detected", "delay_windows"} <= set(result["incidents"][0])
+
+
+def test_a_tweet_counted_once_whatever_the_replays_and_redeliveries() -> None:
+    from stream_app.signals.engine import SignalEngine
+    from stream_app.signals.windows import TweetEvent
+    base = 1_700_000_000.0
+    events = [(0, TweetEvent(id=str(i), time=base + i * 7, topic="outage", location="Lyon",
+                             negative=True, high=True, author=f"u{i}")) for i in range(300)]
+    once = SignalEngine(partitions=1)
+    once.feed(events)
+    twice = SignalEngine(partitions=1)
+    twice.feed(events[:200])
+    twice.feed(events)              # a replay of the whole dump after a partial one
+    twice.feed(events[150:160])     # and a redelivered batch
+    assert twice.duplicates == 210 and once.duplicates == 0
+    assert twice.store.minutes == once.store.minutes
+    assert twice.alerts() == once.alerts()

@@ -12,6 +12,7 @@ so re-published alerts replace their rows).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -86,9 +87,13 @@ def register_signals_agent(app: faust.App, topics: PipelineTopics, settings: Set
                         stage=STAGE, payload=event.value,
                         reason=f"undecodable classified record: {exc}"))
             late_before = engine.late_events + engine.dropped_late
-            output = engine.feed(batch)
+            duplicates_before = engine.duplicates
+            # In a thread: revising late windows can take a while, and the clean and
+            # classify agents share this event loop.
+            output = await asyncio.to_thread(engine.feed, batch)
             metrics.ERRORS.labels(STAGE, "late_tweet").inc(engine.late_events + engine.dropped_late
                                                            - late_before)
+            metrics.ERRORS.labels(STAGE, "duplicate_tweet").inc(engine.duplicates - duplicates_before)
             for partition, tweet_event in batch:
                 minute = int(tweet_event.time // 60)
                 for key in tweet_event.keys():

@@ -14,7 +14,8 @@ would have produced; an alert that the corrected history no longer contains is
 re-published with status ``withdrawn``. A replay at ``--max`` interleaves partitions
 and classification batches hours apart, so this is what makes replays speed-independent.
 Tweets older than the revision horizon behind the watermark are counted and left out
-of the windows (they still reach ClickHouse through the sink).
+of the windows (they still reach ClickHouse through the sink). A tweet id already in the
+windows (the same dump replayed again, a redelivery after a crash) is counted once.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class SignalEngine:
         self.events = 0
         self.late_events = 0                     # applied to closed windows (revisions)
         self.dropped_late = 0                    # older than the revision horizon
+        self.duplicates = 0                      # tweet ids already counted (replays, redeliveries)
 
     # ------------------------------------------------------------------ feeding
 
@@ -69,6 +71,9 @@ class SignalEngine:
         revised: set[tuple[str, int]] = set()
         dirty_step: int | None = None
         for partition, event in batch:
+            if self.store.seen(event):
+                self.duplicates += 1
+                continue
             minute = int(event.time // MINUTE)
             if self.closed_until is not None and minute < self.closed_until:
                 if minute < self.closed_until - self.horizon_minutes:
@@ -190,7 +195,7 @@ class SignalEngine:
             for minute in [m for m in series if m < self.evaluated_until - RETENTION_MINUTES]:
                 del series[minute]
             for minute, agg in series.items():
-                if minute < self.evaluated_until - DETAIL_MINUTES and agg.authors:
+                if minute < self.evaluated_until - DETAIL_MINUTES and (agg.authors or agg.ids):
                     series[minute] = Aggregate(agg.volume, agg.negative, agg.high)
 
     # ------------------------------------------------------------------ state for recovery

@@ -65,6 +65,7 @@ class Aggregate:
     authors: set[str] = field(default_factory=set)
     terms: Counter = field(default_factory=Counter)
     examples: list[tuple[float, str]] = field(default_factory=list)  # smallest (time, id) negatives
+    ids: set[str] = field(default_factory=set)  # kept on the KEY_ALL cells only: replay/redelivery guard
 
     def add(self, event: TweetEvent) -> None:
         self.volume += 1
@@ -81,13 +82,13 @@ class Aggregate:
     def to_dict(self) -> dict[str, Any]:
         return {"volume": self.volume, "negative": self.negative, "high": self.high,
                 "authors": sorted(self.authors), "terms": dict(self.terms),
-                "examples": [[t, i] for t, i in self.examples]}
+                "examples": [[t, i] for t, i in self.examples], "ids": sorted(self.ids)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Aggregate":
         return cls(volume=data["volume"], negative=data["negative"], high=data["high"],
                    authors=set(data["authors"]), terms=Counter(data["terms"]),
-                   examples=[(t, i) for t, i in data["examples"]])
+                   examples=[(t, i) for t, i in data["examples"]], ids=set(data.get("ids", ())))
 
 
 @dataclass(frozen=True)
@@ -113,9 +114,16 @@ class WindowStore:
         self.minutes: dict[str, dict[int, Aggregate]] = {}
         self.first_minute: dict[str, int] = {}
 
+    def seen(self, event: TweetEvent) -> bool:
+        """Whether this tweet id is already counted (a replayed dump, a redelivery after a
+        crash, a re-classification): windows count each tweet once, with its first label."""
+        cell = self.minutes.get(KEY_ALL, {}).get(int(event.time // MINUTE))
+        return cell is not None and event.id in cell.ids
+
     def add(self, event: TweetEvent) -> tuple[int, list[str]]:
         minute = int(event.time // MINUTE)
         keys = event.keys()
+        self.minutes.setdefault(KEY_ALL, {}).setdefault(minute, Aggregate()).ids.add(event.id)
         for key in keys:
             self.minutes.setdefault(key, {}).setdefault(minute, Aggregate()).add(event)
             if minute < self.first_minute.get(key, minute + 1):
