@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.batching import load_tweets
 from stream_app.classify.cascade import degraded
 from stream_app.classify.local_tier import LocalModelTier
-from stream_app.local_model.model import LocalModel
+from stream_app.local_model.model import load_local_model
 
 
 def bench_local_model(artifact: Path, n: int = 2000, batch_size: int = 64, threads: int = 2,
@@ -29,7 +29,7 @@ def bench_local_model(artifact: Path, n: int = 2000, batch_size: int = 64, threa
     torch.set_num_threads(threads)
 
     started = time.perf_counter()
-    model = LocalModel.load(artifact, threads=threads)
+    model = load_local_model(artifact, threads=threads)
     load_s = time.perf_counter() - started
     tier = LocalModelTier(model)
     tier.classify(items[:batch_size])  # warm-up (first-call allocations)

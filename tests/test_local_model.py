@@ -184,3 +184,37 @@ def test_eval_of_a_missing_model_is_a_clear_error(tmp_path) -> None:
     result = CliRunner().invoke(main, ["eval", "--data", str(data), "--model", str(tmp_path / "nope"),
                                        "--json", str(tmp_path / "r.json")])
     assert result.exit_code == 2 and "neither 'rules' nor a model directory" in result.output
+
+
+def test_a_fine_tuned_sequence_classification_checkpoint_is_a_local_model(tmp_path) -> None:
+    """Stands in for a user's fine-tuned checkpoint (e.g. XLM-T): a tiny BERT built here
+    with random weights and sentiment labels, saved the Hugging Face way. It checks the
+    loading path, label mapping, restriction and determinism — not quality."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from stream_app.local_model.encoders import minilm_directory
+    from stream_app.local_model.model import load_local_model
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, num_labels=3,
+                        id2label={0: "Negative", 1: "Neutral", 2: "Positive"},
+                        label2id={"Negative": 0, "Neutral": 1, "Positive": 2})
+    checkpoint = tmp_path / "xlm-t-like"
+    BertForSequenceClassification(config).save_pretrained(checkpoint)
+    AutoTokenizer.from_pretrained(minilm_directory()).save_pretrained(checkpoint)
+
+    model = load_local_model(checkpoint)
+    texts = ["worst airline ever", "thanks a lot", "ok"]
+    answers = model.predict(texts)
+    assert model.predict(texts) == answers
+    assert all(a["sentiment"].label in ("negative", "neutral", "positive") for a in answers)
+    binary = model.predict(texts, {"sentiment": ["negative", "positive"]})
+    assert all(a["sentiment"].label != "neutral" for a in binary)
+    tier = load_local_tier(checkpoint, 2)
+    outcomes, call = asyncio.run(tier([Item("1", "late again", "x")], "r"))
+    assert outcomes[0].tier == "local" and call.model == "checkpoint-xlm-t-like"
+
+    (checkpoint / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
+    with pytest.raises(LocalModelError, match="neither a local-model artifact"):
+        load_local_model(checkpoint)

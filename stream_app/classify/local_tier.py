@@ -1,4 +1,5 @@
-"""The cascade's local tier: the trained local model (``dallosh train``) on this CPU.
+"""The cascade's local tier: the trained local model (``dallosh train``), or a ready
+fine-tuned sentiment checkpoint, on this CPU.
 
 Sentiment (and priority/topic when the artifact has those heads) come from the model,
 with its calibrated confidence; what the artifact has no head for comes from the rules,
@@ -61,10 +62,10 @@ class LocalModelTier:
 def load_local_tier(artifact: Path | None, threads: int) -> LocalModelTier | None:
     """The tier for ``artifact`` when one is configured and present; ``None`` otherwise
     (the cascade then falls from the providers straight to the degraded rules)."""
-    if artifact is None or not (artifact / "model.json").is_file():
+    if artifact is None or not any((artifact / name).is_file() for name in ("model.json", "config.json")):
         return None
-    from stream_app.local_model.model import LocalModel
+    from stream_app.local_model.model import load_local_model
     started = time.perf_counter()
-    model = LocalModel.load(artifact, threads=threads)
+    model = load_local_model(artifact, threads=threads)
     log.info("local model %s loaded from %s in %.1fs", model.name, artifact, time.perf_counter() - started)
     return LocalModelTier(model)

@@ -13,8 +13,8 @@ any Hugging Face model directory or hub name
     run with transformers ``AutoModel`` + mean pooling (hub names need the model in the
     local Hugging Face cache: nothing is downloaded when ``HF_HUB_OFFLINE=1``).
 
-Fine-tuned sequence-classification checkpoints are not encoders: see
-:mod:`stream_app.local_model.checkpoint`.
+Fine-tuned sequence-classification checkpoints are not encoders: they are loaded whole
+by :mod:`stream_app.local_model.checkpoint`.
 """
 
 from __future__ import annotations

@@ -367,8 +367,8 @@ def rules_predict(texts: Iterable[str]) -> list[str]:
 
 def load_predictor(model: str, labels_in_truth: Iterable[str] = SENTIMENTS,
                    threads: int = 2) -> Callable[[list[str]], list]:
-    """``"rules"`` (the degraded lexicon tier) or a local-model artifact directory
-    (``dallosh train --out``). A model is asked to choose among the labels the data
+    """``"rules"`` (the degraded lexicon tier), a local-model artifact directory
+    (``dallosh train --out``) or a fine-tuned sequence-classification checkpoint. A model is asked to choose among the labels the data
     has: on pos/neg data it picks the likelier of negative and positive."""
     if model == "rules":
         return rules_predict
@@ -376,8 +376,8 @@ def load_predictor(model: str, labels_in_truth: Iterable[str] = SENTIMENTS,
     if not path.is_dir():
         raise LabelledDataError(f"--model {model!r}: neither 'rules' nor a model directory "
                                 "(train one with `dallosh train --out DIR`)")
-    from stream_app.local_model.model import LocalModel
-    local = LocalModel.load(path, threads=threads)
+    from stream_app.local_model.model import load_local_model
+    local = load_local_model(path, threads=threads)
     restrict = {"sentiment": sorted(set(labels_in_truth))}
 
     def predict(texts: list[str]) -> list[tuple[str, float]]:

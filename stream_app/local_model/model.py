@@ -141,3 +141,17 @@ def read_model_meta(directory: Path) -> dict:
         raise LocalModelError(f"{path} has artifact format {meta.get('format')!r}; this version "
                               f"reads format {ARTIFACT_FORMAT}: retrain with `dallosh train`")
     return meta
+
+
+def load_local_model(directory: str | Path, threads: int = 2):
+    """A ``dallosh train`` artifact, or a ready fine-tuned sequence-classification
+    checkpoint (:mod:`stream_app.local_model.checkpoint`)."""
+    directory = Path(directory)
+    if (directory / MODEL_FILE).is_file():
+        return LocalModel.load(directory, threads=threads)
+    from stream_app.local_model.checkpoint import SequenceClassifierModel, is_sequence_classifier
+    if is_sequence_classifier(directory):
+        return SequenceClassifierModel(directory, threads=threads)
+    raise LocalModelError(f"{directory} is neither a local-model artifact (no {MODEL_FILE}; "
+                          "`dallosh train` makes one) nor a Hugging Face sequence-classification "
+                          "checkpoint (config.json with a *ForSequenceClassification architecture)")
