@@ -259,8 +259,9 @@ def data_fetch(force: bool) -> None:
                    "test split: airline (Twitter US Airline), english (other tweets), french "
                    "(Amazon.fr reviews, binary).")
 @click.option("--model", default="rules", show_default=True,
-              help="What to evaluate: 'rules' (the degraded lexicon tier) or a local-model "
-                   "artifact directory written by `dallosh train`.")
+              help="What to evaluate: 'rules' (the degraded lexicon tier), a local-model "
+                   "artifact directory written by `dallosh train`, or a fine-tuned "
+                   "sequence-classification checkpoint directory.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the metrics (n, accuracy, macro_f1, per_class, confusion...) here.")
 @click.option("--confusion", "png_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -340,10 +341,12 @@ def eval_signals_command(json_path: Path, seed: int) -> None:
                    "which the workers load.")
 @click.option("--hidden", default=256, show_default=True, type=click.IntRange(min=8),
               help="Hidden units of each head.")
-@click.option("--max-epochs", default=60, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-epochs", default=60, show_default=True, type=click.IntRange(min=1),
+              help="Upper bound on epochs (early stopping usually ends sooner).")
 @click.option("--patience", default=8, show_default=True, type=click.IntRange(min=1),
               help="Stop after this many epochs without a better validation macro-F1.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of weight init and shuffling (same data + seed = same model).")
 @friendly_errors
 def train_command(data_args: tuple[str, ...], encoder: str, out_dir: Path | None, hidden: int,
                   max_epochs: int, patience: int, seed: int) -> None:

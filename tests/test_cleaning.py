@@ -62,12 +62,15 @@ def test_pii_is_scrubbed_only_in_the_provider_form(cleaner):
     assert set(tweet.pii_kinds) == {"PHONE", "CUSTOMER_ID"}
 
 
-def test_same_id_twice_is_dropped_and_logged(cleaner):
-    assert clean(cleaner).tweet is not None
+def test_same_id_twice_is_passed_on_and_logged_never_dropped(cleaner):
+    # A redelivery must not be dropped: if the first pass's output was lost, it would be
+    # lost for good. Downstream is idempotent by id.
+    first = clean(cleaner).tweet
     again = clean(cleaner)
-    assert again.tweet is None
+    assert again.tweet is not None and again.tweet.id == first.id == "42"
+    assert (again.tweet.dedup_kind, again.tweet.duplicate_of) == ("exact", "42")
     [decision] = again.decisions
-    assert (decision.decision, decision.action, decision.duplicate_of) == ("exact_duplicate", "dropped", "42")
+    assert (decision.decision, decision.action, decision.duplicate_of) == ("exact_duplicate", "tagged", "42")
 
 
 def test_copies_and_retweets_point_at_their_original(cleaner):

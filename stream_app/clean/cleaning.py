@@ -91,9 +91,14 @@ class Cleaner:
         seen = self.dedup.check(raw.id, text_clean, parse_iso(raw.created_at).timestamp(),
                                 is_retweet=raw.is_retweet)
         if seen.kind == "exact":
+            # A redelivery (the worker restarted or Faust re-read a partition after a seek)
+            # or a replay of the same file. Dropping it would lose the tweet whenever the
+            # first pass's output never became durable; passing it on is safe, because
+            # everything downstream is keyed by tweet id (ClickHouse replaces the row, the
+            # signal windows count an id once) and the classify stage reuses its label.
             result.decisions.append(CleanDecision.build(
-                raw, "exact_duplicate", "dropped", seen.duplicate_of, "same tweet id seen again"))
-            return result
+                raw, "exact_duplicate", "tagged", seen.duplicate_of,
+                "same tweet id seen again: passed on, stored once by id"))
         if seen.kind in ("retweet", "near_duplicate"):
             detail = f"similarity {seen.similarity:.2f}" if seen.duplicate_of else "original not seen"
             result.decisions.append(CleanDecision.build(raw, seen.kind, "tagged", seen.duplicate_of, detail))

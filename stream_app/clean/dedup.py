@@ -10,8 +10,9 @@ Decisions
 ---------
 ``exact``
     The same tweet id is still remembered (seen within the horizon): a redelivery or a
-    replay of the file. ``duplicate_of`` is that id, ``similarity`` 1.0. The replay is
-    not stored again (the horizon keeps counting from the first sighting).
+    replay of the file. ``duplicate_of`` is that id, ``similarity`` 1.0 (the horizon keeps
+    counting from the first sighting). The clean stage passes it on: downstream is
+    idempotent by id, and dropping a redelivery could lose the tweet.
 ``retweet``
     ``is_retweet`` is true or the text starts with ``RT @handle:`` (prefixes are
     stripped repeatedly: ``RT @a: RT @b: text``). The stripped text is looked up among
