@@ -1,1 +1,2 @@
-"""The local model tier (issue 6): labelled data, evaluation, and later the trained model."""
+"""The local model tier: labelled data (datasets), encoders, the trained heads (model,
+train), ready fine-tuned checkpoints (checkpoint) and evaluation (evaluate)."""
