@@ -203,6 +203,10 @@ class _Replayer:
                     self.already_sent = await _lines_sent_after_checkpoint(
                         self.settings, self.result.run_id, self.offsets_at_checkpoint)
                 self.start_offsets = await _end_offsets(self.settings)
+                if self.checkpoint_is_new:
+                    # A crash before the first periodic checkpoint must be resumable too:
+                    # --resume then finds on Kafka what this run had already sent.
+                    self._write_checkpoint(producer, complete=False)
                 await self._replay_rows(producer, progress)
                 await producer.flush()
                 self._write_checkpoint(producer, complete=not self.stop_requested)
