@@ -110,12 +110,13 @@ async def wait_until_drained(settings: Settings, worker: WorkerProcess, say: Say
 
 def describe_classifier(settings: Settings) -> str:
     """Which tiers will classify: said up front, so nobody mistakes rules for a model."""
+    from stream_app.classify.local_tier import local_model_present
     from stream_app.classify.provider_config import load_providers
     usable = [p.name for p in load_providers(settings.providers) if p.available]
     providers = f"providers {', '.join(usable)}" if usable else "no provider configured (no key, no on-prem URL)"
     if settings.local_model is None:
         local = "local model disabled (DALLOSH_LOCAL_MODEL=off)"
-    elif (settings.local_model / "model.json").is_file():
+    elif local_model_present(settings.local_model):
         local = f"local model {settings.local_model}"
     else:
         local = f"no local model at {settings.local_model} (`dallosh train` makes one)"

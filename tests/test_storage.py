@@ -3,7 +3,7 @@ import json
 import pytest
 
 from stream_app.records import ClassifiedTweet, DeadLetter, ProviderCall
-from stream_app.sink.agent import rows_and_rejects
+from stream_app.sink.agent import decode_batch
 from stream_app.sink.tables import DLQ, PROVIDER_CALLS, TWEETS
 from stream_app.storage import clickhouse as ch
 
@@ -12,6 +12,11 @@ from stream_app.storage import clickhouse as ch
 def store(tmp_path):
     with ch.store_session(f"chdb://{tmp_path / 'ch'}") as client:
         yield client
+
+
+def rows_and_rejects_of(spec, payloads):
+    decoded = decode_batch(spec, payloads)
+    return decoded.rows, decoded.undecodable
 
 
 def tweet(i: int, **changes) -> ClassifiedTweet:
@@ -39,7 +44,7 @@ def test_edited_migration_is_refused(store):
 
 def test_sink_rows_insert_and_replacing_merge_tree_keeps_latest(store):
     payloads = [tweet(1).to_json(), tweet(2).to_json(), tweet(1, sentiment="neutral", version=2).to_json()]
-    rows, rejects = rows_and_rejects(TWEETS, payloads)
+    rows, rejects = rows_and_rejects_of(TWEETS, payloads)
     assert rejects == []
     store.insert(TWEETS.table, rows, column_names=list(TWEETS.columns))
     result = store.query("SELECT id, sentiment FROM dallosh.tweets FINAL ORDER BY id").result_rows
@@ -47,7 +52,7 @@ def test_sink_rows_insert_and_replacing_merge_tree_keeps_latest(store):
 
 
 def test_undecodable_rows_become_sink_dead_letters():
-    rows, rejects = rows_and_rejects(TWEETS, [b"{broken", json.dumps({"id": "1"}).encode()])
+    rows, rejects = rows_and_rejects_of(TWEETS, [b"{broken", json.dumps({"id": "1"}).encode()])
     assert rows == [] and len(rejects) == 2
     assert all(r.stage == "sink" and "dallosh.tweets" in r.reason for r in rejects)
 
@@ -111,7 +116,7 @@ def test_migration_0003_keeps_the_rows_of_an_older_store(tmp_path, monkeypatch):
     with ch.store_session(dsn) as client:     # an installation at migration 0002, with data
         payloads = [tweet(1).to_json(), tweet(2).to_json(),
                     tweet(1, sentiment="neutral", version=2).to_json()]
-        rows, _ = rows_and_rejects(TWEETS, payloads)
+        rows, _ = rows_and_rejects_of(TWEETS, payloads)
         client.insert(TWEETS.table, rows, column_names=list(TWEETS.columns))
     monkeypatch.setattr(ch, "load_migrations", lambda: every)
     with ch.store_session(dsn) as client:
@@ -129,7 +134,7 @@ def test_migration_0003_keeps_the_rows_of_an_older_store(tmp_path, monkeypatch):
 
 def test_rollup_counts_a_redelivered_tweet_once_and_says_what_it_overcounts(store):
     def insert(*records):
-        rows, _ = rows_and_rejects(TWEETS, [r.to_json() for r in records])
+        rows, _ = rows_and_rejects_of(TWEETS, [r.to_json() for r in records])
         store.insert(TWEETS.table, rows, column_names=list(TWEETS.columns))
 
     insert(tweet(1), tweet(2), tweet(3, created_at="2026-03-12T14:01:30Z"))
@@ -155,7 +160,7 @@ def test_rollup_counts_a_redelivered_tweet_once_and_says_what_it_overcounts(stor
 
 def test_final_and_argmax_agree_before_any_merge(store):
     for version in (1, 2, 3):   # three inserts = three parts, nothing merged yet
-        rows, _ = rows_and_rejects(TWEETS, [tweet(i, version=version, priority=version % 3).to_json()
+        rows, _ = rows_and_rejects_of(TWEETS, [tweet(i, version=version, priority=version % 3).to_json()
                                             for i in range(50)])
         store.insert(TWEETS.table, rows, column_names=list(TWEETS.columns))
     assert store.query("SELECT count() FROM dallosh.tweets").result_rows == [(150,)]
@@ -188,7 +193,7 @@ def test_retention_is_applied_from_settings_and_only_when_it_changes(tmp_path):
 
 def test_expired_rows_go_and_recent_ones_stay(store):
     from stream_app.storage.retention import Retention, apply_retention
-    rows, _ = rows_and_rejects(TWEETS, [tweet(1).to_json(), tweet(2).to_json()])
+    rows, _ = rows_and_rejects_of(TWEETS, [tweet(1).to_json(), tweet(2).to_json()])
     store.insert(TWEETS.table, rows, column_names=list(TWEETS.columns))
     store.command("ALTER TABLE dallosh.tweets UPDATE stored_at = now64(3) - INTERVAL 40 DAY "
                   "WHERE id = '1' SETTINGS mutations_sync = 1")
@@ -209,7 +214,7 @@ def test_an_alert_of_an_old_replayed_dump_is_kept(store):
                   severity="critical", status="firing", window_start=old, window_end=old,
                   observed=1.0, expected=0.3, score=3.3, example_ids=["1"], message="m",
                   first_seen=old, updated_at=old, resolved_at=None, version=1)
-    rows, rejects = rows_and_rejects(ALERTS, [alert.to_json()])
+    rows, rejects = rows_and_rejects_of(ALERTS, [alert.to_json()])
     assert not rejects
     store.insert(ALERTS.table, rows, column_names=list(ALERTS.columns))
     store.command("OPTIMIZE TABLE dallosh.alerts FINAL")

@@ -59,10 +59,17 @@ class LocalModelTier:
                      f"local model {sentiment.label} p={sentiment.confidence:.2f}; {rule.reason}"[:300])
 
 
+def local_model_present(artifact: Path | None) -> bool:
+    """A trained artifact (``model.json``) or a Hugging Face checkpoint (``config.json``)
+    is there; checked without importing torch."""
+    return artifact is not None and any((artifact / name).is_file()
+                                        for name in ("model.json", "config.json"))
+
+
 def load_local_tier(artifact: Path | None, threads: int) -> LocalModelTier | None:
     """The tier for ``artifact`` when one is configured and present; ``None`` otherwise
     (the cascade then falls from the providers straight to the degraded rules)."""
-    if artifact is None or not any((artifact / name).is_file() for name in ("model.json", "config.json")):
+    if not local_model_present(artifact):
         return None
     from stream_app.local_model.model import load_local_model
     started = time.perf_counter()

@@ -16,7 +16,7 @@ import numpy as np
 
 from stream_app.local_model.encoders import MAX_TOKENS, LocalModelError
 from stream_app.local_model.evaluate import normalise_label
-from stream_app.local_model.model import HeadSpec, Prediction
+from stream_app.local_model.model import HeadSpec, Prediction, top_predictions
 
 
 def is_sequence_classifier(directory: Path) -> bool:
@@ -71,6 +71,5 @@ class SequenceClassifierModel:
 
     def predict(self, texts: Sequence[str], restrict: dict[str, Sequence[str]] | None = None
                 ) -> list[dict[str, Prediction]]:
-        probs = self.probabilities(texts, restrict)["sentiment"]
-        return [{"sentiment": Prediction(self.spec.labels[i], float(p[i]))}
-                for p, i in zip(probs, probs.argmax(axis=1))]
+        return top_predictions(self.probabilities(texts, restrict), {"sentiment": self.spec.labels},
+                               len(texts))

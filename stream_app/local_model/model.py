@@ -88,14 +88,8 @@ class LocalModel:
 
     def predict(self, texts: Sequence[str], restrict: dict[str, Sequence[str]] | None = None
                 ) -> list[dict[str, Prediction]]:
-        probs = self.probabilities(texts, restrict)
-        rows: list[dict[str, Prediction]] = [{} for _ in texts]
-        for name, p in probs.items():
-            labels = self.heads[name][0].labels
-            best = p.argmax(axis=1)
-            for row, index, prob in zip(rows, best, p):
-                row[name] = Prediction(labels[index], float(prob[index]))
-        return rows
+        return top_predictions(self.probabilities(texts, restrict),
+                               {name: spec.labels for name, (spec, _) in self.heads.items()}, len(texts))
 
     def save(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
@@ -126,6 +120,16 @@ class LocalModel:
             module.load_state_dict(states[name])
             heads[name] = (spec, module)
         return cls(encoder, heads, meta)
+
+
+def top_predictions(probabilities: dict[str, np.ndarray], labels: dict[str, tuple[str, ...]],
+                    n_texts: int) -> list[dict[str, Prediction]]:
+    """Per text, each head's most probable label and its probability."""
+    rows: list[dict[str, Prediction]] = [{} for _ in range(n_texts)]
+    for name, p in probabilities.items():
+        for row, index, prob in zip(rows, p.argmax(axis=1), p):
+            row[name] = Prediction(labels[name][index], float(prob[index]))
+    return rows
 
 
 def read_model_meta(directory: Path) -> dict:

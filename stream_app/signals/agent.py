@@ -24,7 +24,7 @@ from stream_app.records import Alert, ClassifiedTweet, DeadLetter
 from stream_app.settings import Settings
 from stream_app.signals.detectors import DetectorConfig
 from stream_app.signals.engine import SignalEngine
-from stream_app.signals.windows import Aggregate, TweetEvent
+from stream_app.signals.windows import MINUTE, Aggregate, TweetEvent
 from stream_app.topics import PipelineTopics
 
 log = logging.getLogger(__name__)
@@ -94,12 +94,14 @@ def register_signals_agent(app: faust.App, topics: PipelineTopics, settings: Set
             metrics.ERRORS.labels(STAGE, "late_tweet").inc(engine.late_events + engine.dropped_late
                                                            - late_before)
             metrics.ERRORS.labels(STAGE, "duplicate_tweet").inc(engine.duplicates - duplicates_before)
-            for partition, tweet_event in batch:
-                minute = int(tweet_event.time // 60)
-                for key in tweet_event.keys():
-                    aggregate = engine.store.minutes.get(key, {}).get(minute)
-                    if aggregate is not None:
-                        table[f"{key}|{minute}"] = aggregate.to_dict()
+            # Each touched cell once per batch: a batch often holds hundreds of tweets of
+            # the same few minutes, and every table write is a changelog message.
+            touched = {(key, int(tweet_event.time // MINUTE))
+                       for _, tweet_event in batch for key in tweet_event.keys()}
+            for key, minute in touched:
+                aggregate = engine.store.minutes.get(key, {}).get(minute)
+                if aggregate is not None:
+                    table[f"{key}|{minute}"] = aggregate.to_dict()
             for partition, latest in engine.partition_max.items():
                 table[f"{PARTITION_PREFIX}{partition}"] = {"time": latest}
             for window in output.windows:

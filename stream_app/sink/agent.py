@@ -50,11 +50,6 @@ def decode_batch(spec: TableSpec, payloads: list[bytes]) -> DecodedBatch:
     return DecodedBatch(rows, kept, rejects)
 
 
-def rows_and_rejects(spec: TableSpec, payloads: list[bytes]) -> tuple[list[list[Any]], list[DeadLetter]]:
-    decoded = decode_batch(spec, payloads)
-    return decoded.rows, decoded.undecodable
-
-
 def refused_dead_letter(spec: TableSpec, refused: RefusedRow) -> DeadLetter:
     fields = dict(zip(spec.columns, refused.row))
     return DeadLetter.build(
