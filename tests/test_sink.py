@@ -14,7 +14,7 @@ from stream_app.sink.agent import deliver
 from stream_app.sink.chaos import ChaosSwitch
 from stream_app.sink.errors import is_row_error
 from stream_app.sink.tables import TWEETS, TableSpec
-from stream_app.sink.writer import ClickHouseWriter, dedup_token
+from stream_app.sink.writer import JSON_INSERT_SETTINGS, ClickHouseWriter, dedup_token
 from stream_app.storage import clickhouse as ch
 
 
@@ -65,21 +65,23 @@ def test_a_retried_insert_that_had_landed_is_not_doubled(store, tmp_path):
 
 def test_without_the_deduplication_window_the_same_retry_would_double(store):
     """The control for the test above: the table's window is what drops the retry."""
-    rows = [TWEETS.to_row(tweet(i)) for i in range(10)]
-    token = {"insert_deduplication_token": dedup_token(TWEETS.table, [b"batch"])}
+    body = b"\n".join(tweet(i) for i in range(10))
+    settings = {"insert_deduplication_token": dedup_token(TWEETS.table, [b"batch"]), **JSON_INSERT_SETTINGS}
     for _ in range(2):
-        store.insert(TWEETS.table, rows, column_names=list(TWEETS.columns), settings=token)
+        store.raw_insert(TWEETS.table, list(TWEETS.columns), insert_block=body, fmt="JSONEachRow",
+                         settings=settings)
     assert count(store, "SELECT count() FROM dallosh.tweets") == 10
     store.command("ALTER TABLE dallosh.tweets MODIFY SETTING non_replicated_deduplication_window = 0")
     for _ in range(2):
-        store.insert(TWEETS.table, rows, column_names=list(TWEETS.columns), settings=token)
+        store.raw_insert(TWEETS.table, list(TWEETS.columns), insert_block=body, fmt="JSONEachRow",
+                         settings=settings)
     assert count(store, "SELECT count() FROM dallosh.tweets") == 30
 
 
 def test_rows_clickhouse_refuses_are_dead_lettered_and_the_rest_lands(store):
     payloads = [tweet(i) for i in range(1000)]
     payloads[17] = tweet(17, priority=7)            # CHECK constraint (server side)
-    payloads[500] = tweet(500, priority=300)         # does not fit UInt8 (client side)
+    payloads[500] = tweet(500, priority=300)         # does not fit UInt8 (checked by the sink)
     payloads[998] = tweet(998, id="")                # CHECK constraint: empty id
     payloads.append(b'{"id": "broken"')             # not even JSON
     delivery = asyncio.run(deliver(fast_writer(store), TWEETS, payloads))
@@ -91,9 +93,9 @@ def test_rows_clickhouse_refuses_are_dead_lettered_and_the_rest_lands(store):
                           "ORDER BY tweet_id, reason").result_rows
     assert [tweet_id for tweet_id, _ in reasons] == ["", "", "t17", "t500"]
     assert "id_not_empty" in reasons[0][1]
-    assert reasons[1][1].startswith("cannot build a dallosh.tweets row: JSONDecodeError")
+    assert reasons[1][1].startswith("cannot build a dallosh.tweets row: not JSON")
     assert "VIOLATED_CONSTRAINT" in reasons[2][1] and "priority_0_1_2" in reasons[2][1]
-    assert "column `priority`" in reasons[3][1]
+    assert "column `priority` (UInt8) cannot hold 300" in reasons[3][1]   # checked before the insert
     payload = store.query("SELECT payload FROM dallosh.dlq WHERE tweet_id = 't17'").result_rows[0][0]
     assert json.loads(payload)["priority"] == 7  # the original message, for a replay later
 
@@ -122,7 +124,7 @@ def test_a_transient_failure_is_retried_until_clickhouse_accepts(store, tmp_path
 def test_a_missing_table_is_not_blamed_on_the_rows(store):
     """A deployment problem (here: no such table) must not dead-letter every row."""
     missing = TableSpec(table="dallosh.no_such_table", record_type=ClassifiedTweet,
-                        columns=TWEETS.columns, time_columns=TWEETS.time_columns)
+                        columns=TWEETS.columns)
 
     async def scenario():
         task = asyncio.create_task(deliver(fast_writer(store), missing, [tweet(1)]))

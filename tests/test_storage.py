@@ -1,10 +1,12 @@
+import asyncio
 import json
 
 import pytest
 
 from stream_app.records import ClassifiedTweet, DeadLetter, ProviderCall
-from stream_app.sink.agent import decode_batch
+from stream_app.sink.agent import decode_batch, deliver
 from stream_app.sink.tables import DLQ, PROVIDER_CALLS, TWEETS
+from stream_app.sink.writer import ClickHouseWriter
 from stream_app.storage import clickhouse as ch
 
 
@@ -14,9 +16,10 @@ def store(tmp_path):
         yield client
 
 
-def rows_and_rejects_of(spec, payloads):
-    decoded = decode_batch(spec, payloads)
-    return decoded.rows, decoded.undecodable
+def insert(store, spec, *records) -> None:
+    """Through the sink's own path: checked JSON lines, one insert."""
+    delivery = asyncio.run(deliver(ClickHouseWriter(store), spec, [r.to_json() for r in records]))
+    assert delivery.dead_lettered == 0
 
 
 def tweet(i: int, **changes) -> ClassifiedTweet:
@@ -43,18 +46,38 @@ def test_edited_migration_is_refused(store):
 
 
 def test_sink_rows_insert_and_replacing_merge_tree_keeps_latest(store):
-    payloads = [tweet(1).to_json(), tweet(2).to_json(), tweet(1, sentiment="neutral", version=2).to_json()]
-    rows, rejects = rows_and_rejects_of(TWEETS, payloads)
-    assert rejects == []
-    store.insert(TWEETS.table, rows, column_names=list(TWEETS.columns))
+    insert(store, TWEETS, tweet(1), tweet(2), tweet(1, sentiment="neutral", version=2))
     result = store.query("SELECT id, sentiment FROM dallosh.tweets FINAL ORDER BY id").result_rows
     assert result == [("1", "neutral"), ("2", "negative")]
 
 
-def test_undecodable_rows_become_sink_dead_letters():
-    rows, rejects = rows_and_rejects_of(TWEETS, [b"{broken", json.dumps({"id": "1"}).encode()])
-    assert rows == [] and len(rejects) == 2
-    assert all(r.stage == "sink" and "dallosh.tweets" in r.reason for r in rejects)
+def test_undecodable_rows_become_sink_dead_letters(store):
+    row_format = asyncio.run(ClickHouseWriter(store).row_format(TWEETS))
+    decoded = decode_batch(row_format, [b"{broken", json.dumps({"id": "1"}).encode(), b"[1]",
+                                        tweet(1, priority=-1).to_json(),
+                                        tweet(2, mentions=["free", 3]).to_json(),
+                                        tweet(3, created_at="yesterday").to_json()])
+    assert decoded.rows == []
+    reasons = [r.reason for r in decoded.undecodable]
+    assert all(r.stage == "sink" for r in decoded.undecodable)
+    assert reasons[0].startswith("cannot build a dallosh.tweets row: not JSON")
+    assert reasons[1] == "cannot build a dallosh.tweets row: missing field 'created_at'"
+    assert reasons[2] == "cannot build a dallosh.tweets row: expected a JSON object, got list"
+    assert "column `priority` (UInt8) cannot hold -1" in reasons[3]
+    assert "column `mentions` (Array(String)) cannot hold ['free', 3]" in reasons[4]
+    assert "column `created_at` (DateTime64(3, 'UTC')) cannot hold 'yesterday'" in reasons[5]
+
+
+def test_optional_fields_a_message_lacks_get_the_record_defaults(store):
+    full = json.loads(tweet(1).to_json())
+    for optional in ("author", "mentions", "retweet_count", "is_retweet"):
+        del full[optional]
+    row_format = asyncio.run(ClickHouseWriter(store).row_format(TWEETS))
+    row = row_format.row(json.dumps(full).encode())
+    assert row.record["mentions"] == [] and row.record["retweet_count"] == 0
+    assert row.line != row.payload and json.loads(row.line)["is_retweet"] is False
+    complete = tweet(2).to_json()
+    assert row_format.row(complete).line is complete   # the usual case: the message as it is
 
 
 def test_dlq_and_ledger_rows_insert(store):
@@ -62,7 +85,7 @@ def test_dlq_and_ledger_rows_insert(store):
     call = ProviderCall(call_id="c1", at="2026-03-12T14:00:00Z", run_id="r", tier="degraded",
                         provider="rules", model="lexicon-v1", tweets=5)
     for spec, record in ((DLQ, dead), (PROVIDER_CALLS, call)):
-        store.insert(spec.table, [spec.to_row(record.to_json())], column_names=list(spec.columns))
+        insert(store, spec, record)
     assert store.query("SELECT reason FROM dallosh.dlq").result_rows == [("missing id",)]
     assert store.query("SELECT tweets FROM dallosh.provider_calls").result_rows == [(5,)]
 
@@ -114,10 +137,7 @@ def test_migration_0003_keeps_the_rows_of_an_older_store(tmp_path, monkeypatch):
     every = ch.load_migrations()
     monkeypatch.setattr(ch, "load_migrations", lambda: [m for m in every if m.version < 3])
     with ch.store_session(dsn) as client:     # an installation at migration 0002, with data
-        payloads = [tweet(1).to_json(), tweet(2).to_json(),
-                    tweet(1, sentiment="neutral", version=2).to_json()]
-        rows, _ = rows_and_rejects_of(TWEETS, payloads)
-        client.insert(TWEETS.table, rows, column_names=list(TWEETS.columns))
+        insert(client, TWEETS, tweet(1), tweet(2), tweet(1, sentiment="neutral", version=2))
     monkeypatch.setattr(ch, "load_migrations", lambda: every)
     with ch.store_session(dsn) as client:
         engine = client.query("SELECT engine_full FROM system.tables WHERE database = 'dallosh' "
@@ -133,17 +153,13 @@ def test_migration_0003_keeps_the_rows_of_an_older_store(tmp_path, monkeypatch):
 
 
 def test_rollup_counts_a_redelivered_tweet_once_and_says_what_it_overcounts(store):
-    def insert(*records):
-        rows, _ = rows_and_rejects_of(TWEETS, [r.to_json() for r in records])
-        store.insert(TWEETS.table, rows, column_names=list(TWEETS.columns))
-
-    insert(tweet(1), tweet(2), tweet(3, created_at="2026-03-12T14:01:30Z"))
-    insert(tweet(1), tweet(2))                     # redelivered after a crash: same cells
-    insert(tweet(2, version=2))                    # re-classified, same labels: same cell
+    insert(store, TWEETS, tweet(1), tweet(2), tweet(3, created_at="2026-03-12T14:01:30Z"))
+    insert(store, TWEETS, tweet(1), tweet(2))      # redelivered after a crash: same cells
+    insert(store, TWEETS, tweet(2, version=2))     # re-classified, same labels: same cell
     view = "SELECT minute, sentiment, tweets FROM dallosh.tweets_by_minute_v ORDER BY minute, sentiment"
     assert [(m.strftime("%H:%M"), s, n) for m, s, n in store.query(view).result_rows] == \
         [("14:00", "negative", 2), ("14:01", "negative", 1)]
-    insert(tweet(1, sentiment="neutral", version=3))  # re-classified into another cell
+    insert(store, TWEETS, tweet(1, sentiment="neutral", version=3))  # into another cell
     exact = store.query("SELECT sentiment, count() FROM dallosh.tweets FINAL "
                         "GROUP BY sentiment ORDER BY sentiment").result_rows
     rollup = store.query("SELECT sentiment, sum(tweets) FROM dallosh.tweets_by_minute_v "
@@ -160,9 +176,7 @@ def test_rollup_counts_a_redelivered_tweet_once_and_says_what_it_overcounts(stor
 
 def test_final_and_argmax_agree_before_any_merge(store):
     for version in (1, 2, 3):   # three inserts = three parts, nothing merged yet
-        rows, _ = rows_and_rejects_of(TWEETS, [tweet(i, version=version, priority=version % 3).to_json()
-                                            for i in range(50)])
-        store.insert(TWEETS.table, rows, column_names=list(TWEETS.columns))
+        insert(store, TWEETS, *[tweet(i, version=version, priority=version % 3) for i in range(50)])
     assert store.query("SELECT count() FROM dallosh.tweets").result_rows == [(150,)]
     final = store.query("SELECT priority, count() FROM dallosh.tweets FINAL GROUP BY priority").result_rows
     argmax = store.query("SELECT p, count() FROM (SELECT argMax(priority, version) AS p "
@@ -193,8 +207,7 @@ def test_retention_is_applied_from_settings_and_only_when_it_changes(tmp_path):
 
 def test_expired_rows_go_and_recent_ones_stay(store):
     from stream_app.storage.retention import Retention, apply_retention
-    rows, _ = rows_and_rejects_of(TWEETS, [tweet(1).to_json(), tweet(2).to_json()])
-    store.insert(TWEETS.table, rows, column_names=list(TWEETS.columns))
+    insert(store, TWEETS, tweet(1), tweet(2))
     store.command("ALTER TABLE dallosh.tweets UPDATE stored_at = now64(3) - INTERVAL 40 DAY "
                   "WHERE id = '1' SETTINGS mutations_sync = 1")
     apply_retention(store, Retention(30, 730, 365, 400, 90))
@@ -214,8 +227,6 @@ def test_an_alert_of_an_old_replayed_dump_is_kept(store):
                   severity="critical", status="firing", window_start=old, window_end=old,
                   observed=1.0, expected=0.3, score=3.3, example_ids=["1"], message="m",
                   first_seen=old, updated_at=old, resolved_at=None, version=1)
-    rows, rejects = rows_and_rejects_of(ALERTS, [alert.to_json()])
-    assert not rejects
-    store.insert(ALERTS.table, rows, column_names=list(ALERTS.columns))
+    insert(store, ALERTS, alert)
     store.command("OPTIMIZE TABLE dallosh.alerts FINAL")
     assert store.query("SELECT alert_id FROM dallosh.alerts").result_rows == [("a1",)]

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from stream_app import metrics
 from stream_app.records import DeadLetter
+from stream_app.sink.rows import Row, RowError, RowFormat
 from stream_app.sink.tables import DLQ, TableSpec
 from stream_app.sink.writer import ClickHouseWriter, RefusedRow
 
@@ -26,8 +26,7 @@ STAGE = metrics.STAGE_SINK
 
 @dataclass(frozen=True)
 class DecodedBatch:
-    rows: list[list[Any]]
-    payloads: list[bytes]          # payloads[i] is the message of rows[i]
+    rows: list[Row]
     undecodable: list[DeadLetter]
 
 
@@ -37,42 +36,45 @@ class Delivery:
     dead_lettered: int
 
 
-def decode_batch(spec: TableSpec, payloads: list[bytes]) -> DecodedBatch:
-    rows, kept, rejects = [], [], []
+def decode_batch(row_format: RowFormat, payloads: list[bytes]) -> DecodedBatch:
+    rows, rejects = [], []
     for payload in payloads:
         try:
-            rows.append(spec.to_row(payload))
-            kept.append(payload)
-        except (ValueError, TypeError, KeyError) as exc:
+            rows.append(row_format.row(payload))
+        except RowError as exc:
             rejects.append(DeadLetter.build(
-                stage=STAGE, payload=payload,
-                reason=f"cannot build a {spec.table} row: {type(exc).__name__}: {exc}"))
-    return DecodedBatch(rows, kept, rejects)
+                stage=STAGE, payload=payload, reason=f"cannot build a {row_format.spec.table} row: {exc}",
+                **_origin(exc.record)))
+    return DecodedBatch(rows, rejects)
 
 
 def refused_dead_letter(spec: TableSpec, refused: RefusedRow) -> DeadLetter:
-    fields = dict(zip(spec.columns, refused.row))
     return DeadLetter.build(
-        stage=STAGE, payload=refused.payload,
+        stage=STAGE, payload=refused.row.payload,
         reason=f"ClickHouse refused the row for {spec.table}: {refused.reason}",
-        run_id=str(fields.get("run_id", "")), source=str(fields.get("source", "")),
-        tweet_id=str(fields.get("id", fields.get("tweet_id", ""))))
+        **_origin(refused.row.record))
+
+
+def _origin(record: dict) -> dict[str, str]:
+    """Which run, source line and tweet a dead letter came from, as far as it says."""
+    return {"run_id": str(record.get("run_id", "")), "source": str(record.get("source", "")),
+            "tweet_id": str(record.get("id", record.get("tweet_id", "")))}
 
 
 async def deliver(writer: ClickHouseWriter, spec: TableSpec, payloads: list[bytes]) -> Delivery:
     """Make one batch durable: rows into ``spec.table``, the rest into ``dlq`` with why."""
     metrics.SINK_PENDING_ROWS.labels(spec.table).set(len(payloads))
-    decoded = decode_batch(spec, payloads)
-    refused = await writer.write(spec, decoded.rows, decoded.payloads)
+    decoded = decode_batch(await writer.row_format(spec), payloads)
+    refused = await writer.write(spec, decoded.rows)
     dead = decoded.undecodable + [refused_dead_letter(spec, r) for r in refused]
     if dead:
         # The sink owns the dlq table, so it writes its own dead letters there directly.
-        dlq_payloads = [d.to_json() for d in dead]
-        lost = await writer.write(DLQ, [DLQ.to_row(p) for p in dlq_payloads], dlq_payloads)
-        for row in lost:  # only if ClickHouse refused a dead letter built by ourselves
+        letters = decode_batch(await writer.row_format(DLQ), [d.to_json() for d in dead])
+        lost = await writer.write(DLQ, letters.rows)
+        for refusal in lost:  # only if ClickHouse refused a dead letter built by ourselves
             metrics.ERRORS.labels(STAGE, "dead_letter_refused").inc()
-            log.error("ClickHouse refused a dead letter (%s); payload: %.500r", row.reason,
-                      row.payload)
+            log.error("ClickHouse refused a dead letter (%s); payload: %.500r", refusal.reason,
+                      refusal.row.payload)
         metrics.DEAD_LETTERS.labels(STAGE, "undecodable").inc(len(decoded.undecodable))
         metrics.DEAD_LETTERS.labels(STAGE, "refused").inc(len(refused))
     metrics.SINK_PENDING_ROWS.labels(spec.table).set(0)
