@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import orjson
 
@@ -97,44 +97,6 @@ class Row:
     line: bytes               # what is inserted (JSONEachRow)
 
 
-def _is_time(value: Any) -> bool:
-    if type(value) is not str:
-        return False
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
-
-
-def column_check(clickhouse_type: str) -> Check | None:
-    """A predicate for the JSON values that fit a column of this type; None for a type
-    this module does not know (ClickHouse alone decides those)."""
-    wrapper = _WRAPPER.match(clickhouse_type)
-    if wrapper:
-        kind, inner_type = wrapper.groups()
-        inner = column_check(inner_type)
-        if inner is None:
-            return None
-        if kind == "Nullable":
-            return lambda v: v is None or inner(v)
-        if kind == "Array":
-            return lambda v: type(v) is list and all(inner(x) for x in v)
-        return inner  # LowCardinality
-    if clickhouse_type == "String":
-        return lambda v: type(v) is str
-    if clickhouse_type == "Bool":
-        return lambda v: type(v) is bool
-    if clickhouse_type in ("Float32", "Float64"):
-        return lambda v: type(v) in (int, float)
-    if clickhouse_type in _INT_RANGES:
-        low, high = _INT_RANGES[clickhouse_type]
-        return lambda v: type(v) is int and low <= v <= high
-    if clickhouse_type.startswith(("DateTime64(", "DateTime(")) or clickhouse_type in ("DateTime", "Date"):
-        return _is_time
-    return None
-
-
 class RowFormat:
     """How the messages of one table are checked and turned into JSONEachRow lines."""
 
@@ -155,7 +117,7 @@ class RowFormat:
         # the column-by-column path below, which fills defaults and names the culprit.
         clauses = [f"({column_test(column_types[c], f'd[{c!r}]')})" if t else f"({c!r} in d)"
                    for c, t in tests.items()]
-        self._fits = _compile("def complete(d):\n    try:\n        return " + " and ".join(clauses)
+        self._fits_as_is = _compile("def complete(d):\n    try:\n        return " + " and ".join(clauses)
                               + "\n    except KeyError:\n        return False", "complete")
 
     def row(self, payload: bytes) -> Row:
@@ -166,7 +128,7 @@ class RowFormat:
             raise RowError(f"not JSON: {exc}") from exc
         if type(record) is not dict:
             raise RowError(f"expected a JSON object, got {type(record).__name__}")
-        if self._fits(record):
+        if self._fits_as_is(record):
             return Row(payload, record, payload)
         for column, default, clickhouse_type, fits in self._columns:
             if column not in record:
