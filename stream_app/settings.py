@@ -217,9 +217,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("signals_burst_ratio", 2.8, _positive_float,
                 "Burst detector: least ratio of observed to expected negatives (last 10 minutes)."),
     SettingSpec("signals_trend_hours", 6, _positive_int,
-                "Slow-rise detector: hours of half-hour negative shares in the Mann-Kendall test."),
-    SettingSpec("signals_trend_z", 3.0, _positive_float,
-                "Slow-rise detector: Mann-Kendall z-score from which a rise is significant."),
+                "Slow-rise detector: hours of five-minute negative counts the Poisson CUSUM "
+                "looks back over."),
+    SettingSpec("signals_trend_threshold", 8.5, _positive_float,
+                "Slow-rise detector: log-likelihood ratio (nats) at which the Poisson CUSUM "
+                "(tuned to a doubling of the negatives) raises an alarm; lower pages earlier "
+                "and more often."),
     SettingSpec("signals_resolve_minutes", 30, _positive_int,
                 "Event-time minutes without any signal before an alert resolves (hysteresis)."),
     SettingSpec("log_level", "info", str, "Log level of workers and commands."),
@@ -290,7 +293,7 @@ class Settings:
     signals_burst_alpha: float
     signals_burst_ratio: float
     signals_trend_hours: int
-    signals_trend_z: float
+    signals_trend_threshold: float
     signals_resolve_minutes: int
     log_level: str
 

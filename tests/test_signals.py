@@ -2,8 +2,11 @@
 
 import random
 
-from stream_app.signals.detectors import (DetectorConfig, burst, mann_kendall_z, poisson_tail,
-                                          slow_rise, threshold)
+import numpy as np
+
+from stream_app.signals.alerts import binomial_tail, dominant_location
+from stream_app.signals.detectors import (DetectorConfig, burst, poisson_cusum, poisson_tail,
+                                          slow_rise, threshold, without_past_incident)
 from stream_app.signals.engine import SignalEngine
 from stream_app.signals.windows import TweetEvent, WindowStore
 
@@ -23,10 +26,77 @@ def test_poisson_tail_matches_known_values():
     assert 0 < poisson_tail(400, 50.0) < 1e-100
 
 
-def test_mann_kendall_sign_and_size():
-    assert mann_kendall_z(list(range(12))) > 4
-    assert mann_kendall_z(list(range(12, 0, -1))) < -4
-    assert abs(mann_kendall_z([1, 3, 2, 3, 1, 2, 3, 1, 2, 1, 3, 2])) < 1
+def test_poisson_cusum_fires_on_a_rising_count_and_not_on_a_flat_one():
+    mu, steps = 2.0, 72                      # six hours of five-minute steps
+    fired_flat = fired_rise = 0
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        flat = [(int(rng.poisson(mu)), mu, 6) for _ in range(steps)]
+        rise = [(int(rng.poisson(mu * (1 + 2 * i / steps))), mu, 6) for i in range(steps)]  # x1 -> x3
+        fired_flat += poisson_cusum(flat, 2.0, 8.5, 20, 1.5) is not None
+        alarm = poisson_cusum(rise, 2.0, 8.5, 20, 1.5)
+        if alarm is not None:
+            fired_rise += 1
+            assert alarm.observed >= 1.5 * alarm.expected and alarm.statistic >= 8.5
+    assert fired_flat == 0
+    assert fired_rise >= 28
+
+
+def test_poisson_cusum_ignores_a_spike_ends_with_the_rise_and_discounts_a_thin_baseline():
+    mu = 2.0
+    spike = [(2, mu, 6)] * 30 + [(60, mu, 6)] + [(2, mu, 6)] * 30
+    assert poisson_cusum(spike, 2.0, 8.5) is None              # one window adds at most h / 4
+    rise = [(5, mu, 6)] * 24
+    assert poisson_cusum(rise, 2.0, 8.5) is not None
+    assert poisson_cusum(rise + [(2, mu, 6)] * 36, 2.0, 8.5) is None   # over: the alarm ends
+    # The same counts against a baseline of one past period need more evidence.
+    thin = [(x, m, 1) for x, m, _ in rise]
+    assert poisson_cusum(thin, 2.0, 8.5).index > poisson_cusum(rise, 2.0, 8.5).index
+
+
+def test_slow_rise_sees_a_city_s_climbing_complaints_against_its_past_days():
+    rng = np.random.default_rng(4)
+    store, n = WindowStore(), 0
+    rise_start = 3 * 24 * 60 + 6 * 60
+    for m in range(3 * 24 * 60 + 18 * 60):
+        factor = 1 + 3 * max(0, m - rise_start) / (12 * 60)     # x1 -> x4 over 12 h
+        for _ in range(int(rng.poisson(0.6))):
+            n += 1
+            store.add(ev(n, m, location="Lille"))
+        for _ in range(int(rng.poisson(0.3 * factor))):
+            n += 1
+            store.add(ev(n, m, negative=True, location="Lille"))
+    cfg = DetectorConfig()
+    calm_day = range(2 * 24 * 60 + 5, 3 * 24 * 60, 5)
+    assert not any(slow_rise(store, "location:Lille", M0 + s, cfg) for s in calm_day)
+    fired = [s for s in range(rise_start, rise_start + 12 * 60, 5)
+             if slow_rise(store, "location:Lille", M0 + s, cfg)]
+    assert fired
+    assert 1 + 3 * (fired[0] - rise_start) / (12 * 60) < 2.5    # caught early in the rise
+    signal = slow_rise(store, "location:Lille", M0 + fired[0], cfg)
+    assert signal.detector == "slow_rise" and signal.observed > signal.expected
+
+
+def test_a_past_incident_is_left_out_of_the_baseline():
+    assert without_past_incident([8, 7, 9, 25, 8, 6]) == [8, 7, 9, 8, 6]
+    assert without_past_incident([8, 7, 9, 12, 8, 6]) == [8, 7, 9, 12, 8, 6]
+    assert without_past_incident([1, 9, 2]) == [1, 9, 2]        # too few periods to tell
+
+
+def test_a_city_holding_its_usual_share_is_not_a_local_incident():
+    assert binomial_tail(16, 32, 0.3) > 1e-3
+    assert binomial_tail(30, 40, 0.12) < 1e-12
+    store, n = WindowStore(), 0
+    for m in range(2 * 24 * 60 + 600):          # Paris holds half the located complaints...
+        for city in ("Paris", "Paris", "Lyon", "Nice"):
+            n += 1
+            store.add(ev(n, m, negative=m % 3 == 0, location=city))
+    step = M0 + 2 * 24 * 60 + 600
+    assert dominant_location(store, step, DetectorConfig()) is None    # ...as usual
+    for k in range(40):                          # a Lyon outage concentrates them
+        n += 1
+        store.add(ev(n, 2 * 24 * 60 + 595 + k % 5, negative=True, location="Lyon"))
+    assert dominant_location(store, step, DetectorConfig()) == "location:Lyon"
 
 
 def test_windows_close_on_the_watermark_of_the_slowest_partition():
@@ -109,17 +179,25 @@ def test_burst_fires_on_a_sustained_rise_not_on_calm_noise():
     assert signal is not None and signal.observed > 3 * signal.expected
 
 
-def test_slow_rise_sees_a_climbing_negative_share():
-    store = WindowStore()
-    n = 0
-    for m in range(7 * 60):
-        share = 0.15 + 0.5 * m / (7 * 60)
-        for k in range(4):
+def test_a_spike_of_a_few_minutes_on_the_key_it_concentrates_in_does_not_burst():
+    store, n = WindowStore(), 0
+    rng = random.Random(6)
+    for m in range(24 * 60 + 120):
+        for _ in range(6):
             n += 1
-            store.add(ev(n, m, negative=(n * 0.618) % 1 < share, location="Lille"))
-    signal = slow_rise(store, "location:Lille", M0 + 7 * 60, DetectorConfig())
-    assert signal is not None and signal.detector == "slow_rise"
-    assert slow_rise(store, "all", M0 + 7 * 60, DetectorConfig()) is None  # per topic / location only
+            store.add(ev(n, m, negative=rng.random() < 0.3, topic=rng.choice(["fibre", "outage"])))
+    spike = 24 * 60 + 60
+    for m in range(spike, spike + 4):             # four minutes, all about outages
+        for _ in range(10):
+            n += 1
+            store.add(ev(n, m, negative=True, topic="outage"))
+    cfg = DetectorConfig()
+    assert all(burst(store, "topic:outage", M0 + spike + d, cfg) is None for d in (5, 10, 15))
+    for m in range(spike + 4, spike + 10):        # the same, lasting ten minutes: an incident
+        for _ in range(10):
+            n += 1
+            store.add(ev(n, m, negative=True, topic="outage"))
+    assert burst(store, "topic:outage", M0 + spike + 10, cfg) is not None
 
 
 def test_one_incident_is_one_alert_that_resolves():

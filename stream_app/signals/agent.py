@@ -38,7 +38,7 @@ def detector_config(settings: Settings) -> DetectorConfig:
                           burst_alpha=settings.signals_burst_alpha,
                           burst_ratio=settings.signals_burst_ratio,
                           trend_hours=settings.signals_trend_hours,
-                          trend_z=settings.signals_trend_z,
+                          trend_threshold=settings.signals_trend_threshold,
                           resolve_minutes=settings.signals_resolve_minutes)
 
 

@@ -8,27 +8,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
-from stream_app.signals.windows import HOUR_MINUTES, KEY_ALL, STEP_MINUTES, WindowStore
+from stream_app.signals.windows import HOUR_MINUTES, STEP_MINUTES, WindowStore
 
 WEEK_MINUTES = 7 * 24 * 60
-SEASONAL_WEEKS = 4
+SEASONAL_WEEKS = 2                # the engine keeps 16 days of minutes: two past weeks
+MIN_WEEKS = 2                     # one past week is one sample: until two, past days
 DAY_MINUTES = 24 * 60
 SEASONAL_DAYS = 6
+PAST_INCIDENT_SD = 4.0
 
 
 @dataclass(frozen=True)
 class DetectorConfig:
     high_share: float = 0.30          # threshold detector: share of priority-0 tweets
-    high_min_volume_hour: int = 30
+    high_min_volume_hour: int = 60    # a 30 % share of fewer tweets is too often chance
     high_min_volume_step: int = 5
     burst_alpha: float = 1e-6         # Poisson tail probability
     burst_ratio: float = 2.8          # last 10 min vs expected
     burst_min_negative: int = 8
-    trend_hours: int = 6              # slow rise: Mann-Kendall over this many hours
-    trend_z: float = 3.0
-    trend_ratio: float = 1.5          # last 2 h negative share vs the start of the span
-    trend_min_negative: int = 20
+    trend_hours: int = 6              # slow rise: the CUSUM looks back this many hours
+    trend_design_ratio: float = 2.0   # the rate ratio the CUSUM is tuned to detect
+    trend_threshold: float = 8.5      # log-likelihood ratio (nats) from which it fires
+    trend_ratio: float = 1.5          # least observed / expected over the span it accumulates
+    trend_min_negative: int = 20      # least negatives over that span
     local_share: float = 0.5          # a location holding this share of negatives is local
     national_locations: int = 3       # this many locations bursting at once is national
     resolve_minutes: int = 30         # quiet time before an alert resolves
@@ -42,6 +46,7 @@ class Signal:
     expected: float
     score: float
     severity: str
+    minutes: int = STEP_MINUTES       # the span the observed / expected counts cover
 
 
 def poisson_tail(k: int, lam: float) -> float:
@@ -66,38 +71,63 @@ def poisson_tail(k: int, lam: float) -> float:
 
 
 def expected_negative(store: WindowStore, key: str, step: int, minutes: int) -> float:
-    """Expected negatives in ``[step - minutes, step)``, from the best history the key has:
+    """Expected negatives in ``[step - minutes, step)``; see :func:`baseline_negative`."""
+    return baseline_negative(store, key, step, minutes)[0]
 
-    - the same hour of week, averaged over up to four past weeks;
+
+def baseline_negative(store: WindowStore, key: str, step: int, minutes: int) -> tuple[float, int]:
+    """Expected negatives in ``[step - minutes, step)`` and the number of past periods the
+    estimate averages (0 for the trailing estimate), from the best history the key has:
+
+    - the same hour of week, averaged over the two past weeks once the key has them
+      (one week is a single sample, noisier than six days);
     - else the same hour of day, averaged over up to six past days;
     - else the trailing three hours (ending 10 minutes before the window), scaled by how
       the key's non-negative traffic changed since: that traffic carries the daily
       rhythm but not the incident, so a morning ramp does not read as a burst.
 
-    NaN when the key has less than an hour of history.
+    A past period standing far above the others (an incident then) is left out; see
+    :func:`without_past_incident`. NaN when the key has less than an hour of history.
     """
     start = step - minutes
     first = store.first_minute.get(key, start)
     for period, count in ((WEEK_MINUTES, SEASONAL_WEEKS), (DAY_MINUTES, SEASONAL_DAYS)):
         back = [n for n in range(1, count + 1) if start - n * period - 30 >= first]
-        if back:
+        if len(back) >= (MIN_WEEKS if period == WEEK_MINUTES else 1):
             # The surrounding hour of each past period, scaled to the window: smoother
             # than the same few minutes alone.
-            total = sum(store.sums(key, start - n * period - 30, start - n * period + 30).negative
-                        for n in back)
-            return total / len(back) * minutes / 60
+            counts = [store.sums(key, start - n * period - 30, start - n * period + 30).negative
+                      for n in back]
+            counts = without_past_incident(counts)
+            return sum(counts) / len(counts) * minutes / 60, len(counts)
     trail_end = start - 10
     trail_start = max(trail_end - 180, first)
     span = trail_end - trail_start
     if span < 60:
-        return math.nan
+        return math.nan, 0
     trail = store.sums(key, trail_start, trail_end)
     now = store.sums(key, start, step)
     rate = trail.negative / span
     calm_then = (trail.volume - trail.negative) / span
     calm_now = (now.volume - now.negative) / minutes
     rhythm = min(max(calm_now / calm_then, 1.0), 4.0) if calm_then > 0 else 1.0
-    return rate * rhythm * minutes
+    return rate * rhythm * minutes, 0
+
+
+def without_past_incident(counts: list[int]) -> list[int]:
+    """The counts of the past periods, less the largest when it stands more than
+    ``PAST_INCIDENT_SD`` Poisson standard deviations above the mean of the others (with
+    four periods or more, so that three remain): an incident last week or yesterday must
+    not raise today's baseline and hide a new one."""
+    if len(counts) < 4:
+        return counts
+    top = max(counts)
+    others = list(counts)
+    others.remove(top)
+    mean = sum(others) / len(others)
+    if top > mean + PAST_INCIDENT_SD * math.sqrt(mean + 1):
+        return others
+    return counts
 
 
 def threshold(store: WindowStore, key: str, step: int, cfg: DetectorConfig) -> Signal | None:
@@ -112,13 +142,15 @@ def threshold(store: WindowStore, key: str, step: int, cfg: DetectorConfig) -> S
         return None
     if hour.high_share > cfg.high_share and last.high_share > cfg.high_share:
         return Signal("threshold", key, round(hour.high_share, 4), cfg.high_share,
-                      round(hour.high_share / cfg.high_share, 3), "critical")
+                      round(hour.high_share / cfg.high_share, 3), "critical", HOUR_MINUTES)
     return None
 
 
 def burst(store: WindowStore, key: str, step: int, cfg: DetectorConfig) -> Signal | None:
     """Negative count of the last 10 minutes against the seasonal baseline (Poisson tail),
-    confirmed by the last five minutes alone still being above twice the baseline."""
+    confirmed by each of its two five-minute windows alone being above twice the baseline
+    and significant: an incident that lasts, not a spike of a few minutes (which, on a key
+    it is concentrated in, such as its topic, would dwarf the 10-minute baseline alone)."""
     span = 2 * STEP_MINUTES
     observed = store.sums(key, step - span, step).negative
     if observed < cfg.burst_min_negative:
@@ -127,54 +159,120 @@ def burst(store: WindowStore, key: str, step: int, cfg: DetectorConfig) -> Signa
     if math.isnan(expected):
         return None
     expected = max(expected, 0.5)
-    last = store.sums(key, step - STEP_MINUTES, step).negative
-    expected_last = expected * STEP_MINUTES / span
-    if observed < cfg.burst_ratio * expected or last < 2 * expected_last:
+    if observed < cfg.burst_ratio * expected:
         return None
+    last = store.sums(key, step - STEP_MINUTES, step).negative
+    expected_half = expected * STEP_MINUTES / span
+    for half in (observed - last, last):
+        # Each half alone: twice the baseline, and significant at the square root of
+        # alpha (the two halves together then meet alpha).
+        if half < 2 * expected_half or poisson_tail(half, expected_half) >= math.sqrt(cfg.burst_alpha):
+            return None
     p = poisson_tail(observed, expected)
     if p >= cfg.burst_alpha:
         return None
     ratio = observed / expected
     return Signal("burst", key, observed, round(expected, 3), round(-math.log10(max(p, 1e-300)), 2),
-                  "critical" if ratio >= 5 else "major")
+                  "critical" if ratio >= 5 else "major", span)
 
 
-def mann_kendall_z(values: list[float]) -> float:
-    """Mann-Kendall trend statistic, normal approximation (no tie correction)."""
-    n = len(values)
-    if n < 4:
-        return 0.0
-    s = sum((values[j] > values[i]) - (values[j] < values[i])
-            for i in range(n - 1) for j in range(i + 1, n))
-    var = n * (n - 1) * (2 * n + 5) / 18
-    if s == 0:
-        return 0.0
-    return (s - 1) / math.sqrt(var) if s > 0 else (s + 1) / math.sqrt(var)
+Evidence = tuple[int, float, int]
+"""One five-minute step of a key: (negatives, expected negatives, past periods behind the
+expectation; 0 for the trailing estimate). Expected is NaN without an hour of history."""
 
 
-def slow_rise(store: WindowStore, key: str, step: int, cfg: DetectorConfig) -> Signal | None:
-    """Mann-Kendall over the negative share of half-hour buckets of the last hours: the
-    share is free of the daily rhythm, so a steady climb stands out. Per topic and
-    location (the overall share moves with the mix of topics)."""
-    if key == KEY_ALL:
+def step_evidence(store: WindowStore, key: str, step: int) -> Evidence:
+    """The evidence of the five-minute window ``[step - 5, step)``. It reads only minutes
+    before ``step``, so it is final once those minutes are (the engine memoises it and
+    forgets it when late data revises the window or its history)."""
+    expected, periods = baseline_negative(store, key, step, STEP_MINUTES)
+    return store.sums(key, step - STEP_MINUTES, step).negative, expected, periods
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """A CUSUM crossing: where it happened and what the run that crossed holds."""
+    index: int           # position of the step in the evidence
+    statistic: float     # log-likelihood ratio of the run (nats)
+    observed: int        # negatives of the run
+    expected: float      # expected negatives of the run
+    steps: int           # length of the run, in steps
+
+
+def poisson_cusum(evidence: Sequence[Evidence], design_ratio: float, threshold: float,
+                  min_negative: int = 0, min_ratio: float = 0.0) -> Alarm | None:
+    """One-sided Poisson CUSUM for a rise of the rate by ``design_ratio`` over the
+    expectation, run over ``evidence`` (oldest step first): the alarm still in force at
+    its last step, or None.
+
+    Per step the log-likelihood ratio of "rate x design_ratio" against "rate as expected"
+    is ``x ln(r) - mu (r - 1)``; the statistic is Page's CUSUM, the largest sum of these
+    over the runs that end at the step (it restarts from zero when it falls below). The
+    expectation is itself an estimate from ``n`` past periods, so observed minus expected
+    has ``1 + 1/n`` times the Poisson variance: each term is divided by that factor
+    (quasi-likelihood), which keeps a key with one day or week of history from paging on
+    the noise of its baseline. Steps without an expectation add nothing. No step adds
+    more than a quarter of ``threshold``: a slow rise shows over several windows, and a
+    spike of a few minutes (whose likelihood ratio alone can be huge) is not one.
+
+    An alarm is a step where the statistic reaches ``threshold`` with a run holding at
+    least ``min_negative`` negatives at ``min_ratio`` times the expectation or more, and
+    whose last hour still adds evidence (the tail of an incident that is over does not
+    raise one). It stays in force until the mirror CUSUM, for "back to the expectation"
+    against "still x design_ratio" (the same terms, negated), restarted at the alarm,
+    reaches a quarter of ``threshold``; then the statistic starts again from zero. So a
+    rise that goes on keeps one alarm, and one that is over ends it, the sooner the more
+    tweets the key has.
+    """
+    log_ratio, slope = math.log(design_ratio), design_ratio - 1
+    recent, cap = HOUR_MINUTES // STEP_MINUTES, threshold / 4
+    statistic, observed, expected, terms = 0.0, 0, 0.0, []
+    alarm, back = None, 0.0
+    for index, (x, mu, periods) in enumerate(evidence):
+        if mu != mu:                      # NaN: no baseline yet
+            continue
+        term = (x * log_ratio - mu * slope) * (periods / (periods + 1) if periods > 1 else 0.5)
+        if term > cap:
+            term = cap
+        if alarm is not None:
+            back = max(0.0, back - term)
+            if back >= threshold / 4:
+                alarm = None
+            continue
+        statistic += term
+        observed += x
+        expected += mu
+        terms.append(term)
+        if statistic <= 0:
+            statistic, observed, expected, terms = 0.0, 0, 0.0, []
+        elif (statistic >= threshold and observed >= min_negative
+              and observed >= min_ratio * expected and sum(terms[-recent:]) > 0):
+            alarm, back = Alarm(index, statistic, observed, expected, len(terms)), 0.0
+            statistic, observed, expected, terms = 0.0, 0, 0.0, []
+    return alarm
+
+
+def slow_rise(store: WindowStore, key: str, step: int, cfg: DetectorConfig,
+              evidence: Callable[[WindowStore, str, int], Evidence] = step_evidence) -> Signal | None:
+    """A sustained rise of the negative count against the seasonal baseline: a Poisson
+    CUSUM (:func:`poisson_cusum`) over the five-minute steps of the last ``trend_hours``,
+    tuned to a rate ratio of ``trend_design_ratio``, with alarms at ``trend_threshold``
+    nats over runs of at least ``trend_min_negative`` negatives at ``trend_ratio`` times
+    the expectation or more (a minimum volume, and no paging on a large key for a rise
+    too small to matter). It fires while an alarm is in force. Counts, not shares, so
+    the few extra complaints of a small city add up step after step; on every key.
+
+    ``evidence`` gives a step's :data:`Evidence`; the engine passes a memoised
+    :func:`step_evidence`, the result is the same."""
+    first = step - cfg.trend_hours * HOUR_MINUTES + STEP_MINUTES
+    rows = [evidence(store, key, s) for s in range(first, step + 1, STEP_MINUTES)]
+    alarm = poisson_cusum(rows, cfg.trend_design_ratio, cfg.trend_threshold,
+                          cfg.trend_min_negative, cfg.trend_ratio)
+    if alarm is None:
         return None
-    buckets = cfg.trend_hours * 2
-    start = step - buckets * 30
-    if store.first_minute.get(key, step) > start:
-        return None
-    sums = [store.sums(key, start + i * 30, start + (i + 1) * 30) for i in range(buckets)]
-    recent = store.sums(key, step - 120, step)
-    early = store.sums(key, start, start + 120)
-    if recent.negative < cfg.trend_min_negative or early.volume == 0 or recent.volume == 0:
-        return None
-    base_share = max(early.negative_share, 0.02)
-    if recent.negative_share < cfg.trend_ratio * base_share:
-        return None
-    z = mann_kendall_z([s.negative_share for s in sums if s.volume])
-    if z < cfg.trend_z:
-        return None
-    return Signal("slow_rise", key, round(recent.negative_share, 4), round(base_share, 4),
-                  round(z, 2), "warning")
+    minutes = (alarm.steps + len(rows) - 1 - alarm.index) * STEP_MINUTES
+    return Signal("slow_rise", key, alarm.observed, round(alarm.expected, 3),
+                  round(alarm.statistic, 2), "warning", minutes)
 
 
 DETECTORS = (threshold, burst, slow_rise)

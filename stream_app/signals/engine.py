@@ -24,13 +24,16 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from stream_app.signals.alerts import AlertTracker, group_signals
-from stream_app.signals.detectors import DetectorConfig, burst, slow_rise, threshold
+from stream_app.signals.detectors import (SEASONAL_WEEKS, WEEK_MINUTES, DetectorConfig, Evidence,
+                                          burst, slow_rise, step_evidence, threshold)
 from stream_app.signals.windows import (MINUTE, STEP_MINUTES, Aggregate, TweetEvent, WindowStore,
                                         window_record)
 
-SLOW_RISE_EVERY = 30          # minutes between two runs of the (costlier) trend test
 DETAIL_MINUTES = 26 * 60      # minutes keeping authors/terms/examples; older: counts only
-RETENTION_MINUTES = 15 * 24 * 60
+RETENTION_MINUTES = 16 * 24 * 60
+# The seasonal baseline reads back SEASONAL_WEEKS weeks (plus half an hour), from steps
+# up to the revision horizon (24 h) old: those minutes must still be there.
+assert RETENTION_MINUTES > SEASONAL_WEEKS * WEEK_MINUTES + 25 * 60
 
 
 @dataclass
@@ -56,6 +59,7 @@ class SignalEngine:
         self.closed_until: int | None = None     # minutes < this are closed
         self.evaluated_until: int | None = None  # last evaluated step (a multiple of 5)
         self.snapshots: dict[int, tuple] = {}    # step -> tracker state before that step
+        self.evidence: dict[tuple[str, int], Evidence] = {}  # (key, step) -> slow-rise evidence
         self.published: dict[str, dict] = {}     # alert_id -> last alert record emitted
         self.settled: set[str] = set()           # resolved beyond the horizon: final
         self._pruned_at = -10**12
@@ -145,16 +149,28 @@ class SignalEngine:
                 signal = detector(self.store, key, step, self.cfg)
                 if signal:
                     signals.append(signal)
-            # A trend must hold at two evaluations in a row (half an hour apart).
-            if step % SLOW_RISE_EVERY == 0:
-                signal = slow_rise(self.store, key, step, self.cfg)
-                if signal and slow_rise(self.store, key, step - SLOW_RISE_EVERY, self.cfg):
-                    signals.append(signal)
-        groups = group_signals(signals, self.store, step, self.cfg, self.tracker.national_open())
+            signal = slow_rise(self.store, key, step, self.cfg, self._evidence)
+            if signal:
+                signals.append(signal)
+        groups = group_signals(signals, self.store, step, self.cfg, self.tracker.national_open(),
+                               self._evidence, self.tracker.national_resolved(),
+                               self.tracker.open_locations())
         self.tracker.step(step, groups, self.store)
 
+    def _evidence(self, store: WindowStore, key: str, step: int) -> Evidence:
+        """:func:`step_evidence`, memoised: a step's evidence reads only minutes before it,
+        and :meth:`_rewind` forgets it when late data changes one of those minutes."""
+        cached = self.evidence.get((key, step))
+        if cached is None:
+            cached = self.evidence[(key, step)] = step_evidence(store, key, step)
+        return cached
+
     def _rewind(self, step: int) -> None:
-        """Forget evaluations from ``step`` on: restore the alert state as it was then."""
+        """Forget evaluations from ``step`` on: restore the alert state as it was then.
+        A tweet of minute m changes the evidence of the step holding m (``step``) and of
+        later steps whose baseline reads m, never of an earlier step."""
+        for cached in [k for k in self.evidence if k[1] >= step]:
+            del self.evidence[cached]
         steps = [s for s in self.snapshots if s >= step]
         if not steps:
             return
@@ -190,6 +206,11 @@ class SignalEngine:
         horizon = self.evaluated_until - self.horizon_minutes
         for step in [s for s in self.snapshots if s < horizon]:
             del self.snapshots[step]
+        # Only the next evaluations read evidence, as far back as trend_hours (a rewind
+        # that reads older evidence again recomputes it, to the same values).
+        oldest = self.evaluated_until - self.cfg.trend_hours * 60
+        for cached in [k for k in self.evidence if k[1] <= oldest]:
+            del self.evidence[cached]
         self.settled.update(self.tracker.forget_resolved_before(horizon))
         for key, series in self.store.minutes.items():
             for minute in [m for m in series if m < self.evaluated_until - RETENTION_MINUTES]:
