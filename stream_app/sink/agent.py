@@ -63,8 +63,18 @@ def _origin(record: dict) -> dict[str, str]:
 
 async def deliver(writer: ClickHouseWriter, spec: TableSpec, payloads: list[bytes]) -> Delivery:
     """Make one batch durable: rows into ``spec.table``, the rest into ``dlq`` with why."""
-    metrics.SINK_PENDING_ROWS.labels(spec.table).set(len(payloads))
-    decoded = decode_batch(await writer.row_format(spec), payloads)
+    return await land(writer, spec, await prepare(writer, spec, payloads))
+
+
+async def prepare(writer: ClickHouseWriter, spec: TableSpec, payloads: list[bytes]) -> DecodedBatch:
+    """The CPU half of :func:`deliver` (the sink's consumer runs it for the next batch
+    while the previous one is being inserted)."""
+    metrics.SINK_PENDING_ROWS.labels(spec.table).inc(len(payloads))
+    return decode_batch(await writer.row_format(spec), payloads)
+
+
+async def land(writer: ClickHouseWriter, spec: TableSpec, decoded: DecodedBatch) -> Delivery:
+    """The insert half of :func:`deliver`: returns once every row is durable."""
     refused = await writer.write(spec, decoded.rows)
     dead = decoded.undecodable + [refused_dead_letter(spec, r) for r in refused]
     if dead:
@@ -77,5 +87,5 @@ async def deliver(writer: ClickHouseWriter, spec: TableSpec, payloads: list[byte
                       refusal.row.payload)
         metrics.DEAD_LETTERS.labels(STAGE, "undecodable").inc(len(decoded.undecodable))
         metrics.DEAD_LETTERS.labels(STAGE, "refused").inc(len(refused))
-    metrics.SINK_PENDING_ROWS.labels(spec.table).set(0)
+    metrics.SINK_PENDING_ROWS.labels(spec.table).dec(len(decoded.rows) + len(decoded.undecodable))
     return Delivery(inserted=len(decoded.rows) - len(refused), dead_lettered=len(dead))

@@ -9,14 +9,19 @@ Here the only offsets ever committed are ``offset + 1`` of records that
 with the reason ClickHouse refused them):
 
 1. ``getmany`` until ``sink_batch_size`` records or ``sink_max_wait`` seconds after the
-   first one (ClickHouse likes few, large inserts);
-2. per topic, ``deliver`` into its table; it returns only when every row is durable
+   first one (ClickHouse likes few, large inserts), and decode/check it
+   (:func:`~stream_app.sink.agent.prepare`);
+2. per topic, ``land`` it into its table; it returns only when every row is durable
    (transient ClickHouse errors are retried forever, with backoff);
-3. commit, per partition, one past the highest delivered offset; then fetch again.
+3. commit, per partition, one past the highest delivered offset.
 
-Back-pressure: the next batch is fetched only once the previous one is durable, so
-while ClickHouse is down the backlog stays in Kafka; aiokafka's read-ahead is bounded
-by ``max_partition_fetch_bytes`` per assigned partition.
+Steps 2-3 of a batch run while step 1 of the next one does: ClickHouse inserts in its
+own threads, the decoding is Python, so on two cores they overlap. At most one batch
+lands at a time, so batches are committed in the order they were fetched.
+
+Back-pressure: at most one batch is being landed and one prepared, so while ClickHouse
+is down the backlog stays in Kafka; aiokafka's read-ahead is bounded by
+``max_partition_fetch_bytes`` per assigned partition.
 
 Why the highest offset is safe to commit: this consumer's position on a partition
 starts at the group's committed offset (everything below it delivered) and only moves
@@ -39,7 +44,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from stream_app import metrics
 from stream_app.settings import Settings
-from stream_app.sink.agent import deliver
+from stream_app.sink.agent import DecodedBatch, land, prepare
 from stream_app.sink.tables import ALERTS, CLEAN_DECISIONS, DLQ, PROVIDER_CALLS, TWEETS, TableSpec
 from stream_app.sink.writer import ClickHouseWriter
 
@@ -120,13 +125,21 @@ class SinkConsumer(mode.Service):
             await self._consumer.stop()  # auto-commit is off: commits nothing
 
     async def _run(self) -> None:
+        landing: asyncio.Task | None = None   # the previous batch, being inserted and committed
         try:
             while not self._stopping:
                 batch = await self._next_batch()
+                prepared = await self._prepare(batch) if batch else []
+                if landing is not None:
+                    await landing
+                    landing = None
                 if batch:
-                    await self._deliver(batch)
-                    await self._commit(batch)
+                    landing = asyncio.create_task(self._land(batch, prepared))
+            if landing is not None:
+                await landing
         except asyncio.CancelledError:
+            if landing is not None:
+                landing.cancel()
             raise
         except Exception as exc:  # a bug, not a ClickHouse outage (deliver retries those)
             log.exception("sink consumer failed; stopping the worker (nothing uncommitted "
@@ -152,14 +165,22 @@ class SinkConsumer(mode.Service):
                 deadline = time.monotonic() + self.settings.sink_max_wait
         return batch
 
-    async def _deliver(self, batch: Batch) -> None:
+    async def _prepare(self, batch: Batch) -> list[tuple[TableSpec, DecodedBatch]]:
         by_topic: dict[str, list[bytes]] = defaultdict(list)
         for tp, records in batch.items():
             by_topic[tp.topic].extend(r.value if r.value is not None else b"" for r in records)
+        prepared = []
         for topic, payloads in by_topic.items():
             metrics.MESSAGES_IN.labels(STAGE).inc(len(payloads))
             metrics.BATCH_SIZE.labels(STAGE).observe(len(payloads))
-            await deliver(self.writer, self.routes[topic], payloads)
+            spec = self.routes[topic]
+            prepared.append((spec, await prepare(self.writer, spec, payloads)))
+        return prepared
+
+    async def _land(self, batch: Batch, prepared: list[tuple[TableSpec, DecodedBatch]]) -> None:
+        for spec, decoded in prepared:
+            await land(self.writer, spec, decoded)
+        await self._commit(batch)
 
     async def _commit(self, batch: Batch) -> None:
         """Commit the delivered batch, and only it."""
