@@ -144,7 +144,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "disables the tier. Default `<cache_dir>/models/local`; when no artifact is "
                 "there the cascade falls back to the degraded rules."),
     SettingSpec("local_model_threads", 2, _positive_int,
-                "CPU threads of local-model inference (torch and the e5 engine)."),
+                "CPU threads of local-model inference and training (torch)."),
     SettingSpec("local_escalate_below", 0.0, _non_negative_float,
                 "Local-first mode when > 0: the local model answers first and only items whose "
                 "calibrated confidence is below this go up to the cloud/on-prem providers. "

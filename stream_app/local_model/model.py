@@ -2,9 +2,14 @@
 
 An artifact is a directory written by ``dallosh train``::
 
-    model.json   format version, encoder spec, one entry per head (labels, hidden size,
-                 calibration temperature), training config, data hashes, metrics
-    heads.pt     the heads' weights (a plain state dict; loaded with weights_only=True)
+    model.json   format version, encoder spec and depth (how many of its layers are
+                 used, and from which one on they are fine-tuned), one entry per head
+                 (labels, hidden size, calibration temperature), training config, data
+                 hashes, metrics
+    heads.pt     the heads' weights and the fine-tuned encoder layers' weights (plain
+                 state dicts; loaded with weights_only=True)
+
+Format 1 artifacts (frozen full-depth encoder, heads only) still load.
 
 Heads exist for the label columns the training data had (``sentiment`` always;
 ``priority`` and ``topic`` when the CSV carries them). Probabilities are calibrated by
@@ -22,9 +27,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from stream_app.local_model.encoders import Encoder, LocalModelError, load_encoder
+from stream_app.local_model.encoders import E5_QUERY_PREFIX, Encoder, LocalModelError, load_encoder
 
-ARTIFACT_FORMAT = 1
+ARTIFACT_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 MODEL_FILE, WEIGHTS_FILE = "model.json", "heads.pt"
 
 
@@ -93,10 +99,14 @@ class LocalModel:
 
     def save(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
+        depth = getattr(self.encoder, "depth", None)
         meta = dict(self.meta, format=ARTIFACT_FORMAT, encoder=self.encoder.spec, dim=self.encoder.dim,
+                    encoder_layers=depth, tuned_from=getattr(self.encoder, "tuned_from", depth),
+                    encoder_prefix=getattr(self.encoder, "prefix", None),
                     heads={name: spec.to_dict() for name, (spec, _) in self.heads.items()})
-        torch.save({name: module.state_dict() for name, (_, module) in self.heads.items()},
-                   directory / WEIGHTS_FILE)
+        tuned = self.encoder.tuned_state() if hasattr(self.encoder, "tuned_state") else {}
+        torch.save({"heads": {name: module.state_dict() for name, (_, module) in self.heads.items()},
+                    "encoder_layers": tuned}, directory / WEIGHTS_FILE)
         (directory / MODEL_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n",
                                             encoding="utf-8")
         return directory
@@ -106,10 +116,16 @@ class LocalModel:
         directory = Path(directory)
         meta = read_model_meta(directory)
         try:
-            states = torch.load(directory / WEIGHTS_FILE, weights_only=True)
+            weights = torch.load(directory / WEIGHTS_FILE, weights_only=True)
         except (OSError, RuntimeError) as exc:
             raise LocalModelError(f"cannot read the weights of {directory}: {exc}") from exc
-        encoder = encoder or load_encoder(meta["encoder"], threads)
+        states = weights if meta["format"] == 1 else weights["heads"]
+        prefix = meta.get("encoder_prefix")  # "" is a prefix too: no prefix
+        encoder = encoder or load_encoder(meta["encoder"], threads, layers=meta.get("encoder_layers"),
+                                          prefix=E5_QUERY_PREFIX if prefix is None else prefix)
+        tuned = {} if meta["format"] == 1 else weights["encoder_layers"]
+        if tuned:
+            encoder.load_tuned(tuned, int(meta["tuned_from"]))
         if encoder.dim != meta["dim"]:
             raise LocalModelError(f"{directory} was trained on {meta['dim']}-dim embeddings but the "
                                   f"encoder {meta['encoder']!r} gives {encoder.dim}")
@@ -141,9 +157,9 @@ def read_model_meta(directory: Path) -> dict:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise LocalModelError(f"cannot read {path}: {exc}") from exc
-    if meta.get("format") != ARTIFACT_FORMAT:
+    if meta.get("format") not in READABLE_FORMATS:
         raise LocalModelError(f"{path} has artifact format {meta.get('format')!r}; this version "
-                              f"reads format {ARTIFACT_FORMAT}: retrain with `dallosh train`")
+                              f"reads formats {READABLE_FORMATS}: retrain with `dallosh train`")
     return meta
 
 
