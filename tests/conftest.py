@@ -43,7 +43,9 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def isolated_settings(data_dir: Path, bootstrap: str, **overrides: object) -> Settings:
-    """Settings for one test: its own data dir, topics, consumer group and metrics port."""
+    """Settings for one test: its own data dir, topics, consumer group and metrics port.
+    The local model tier is off unless a test names one, so that results do not depend on
+    whether this machine has trained a model into its cache (~/.cache/dallosh)."""
     tag = uuid.uuid4().hex[:8]
     values: dict[str, object] = {
         "data_dir": str(data_dir),
@@ -53,6 +55,7 @@ def isolated_settings(data_dir: Path, bootstrap: str, **overrides: object) -> Se
         "partitions": 4,
         "sink_max_wait": 0.3,
         "classify_max_wait": 0.3,
+        "local_model": "off",
         **{f"topic_{name}": f"t{tag}.{name}" for name in
            ("raw", "clean", "classified", "dlq", "alerts", "provider_calls", "decisions",
             "windows")},
