@@ -21,7 +21,7 @@ lands at a time, so batches are committed in the order they were fetched.
 
 Back-pressure: at most one batch is being landed and one prepared, so while ClickHouse
 is down the backlog stays in Kafka; aiokafka's read-ahead is bounded by
-``max_partition_fetch_bytes`` per assigned partition.
+``max_partition_fetch_bytes`` (8 MiB) per assigned partition.
 
 Why the highest offset is safe to commit: this consumer's position on a partition
 starts at the group's committed offset (everything below it delivered) and only moves
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 STAGE = metrics.STAGE_SINK
 IDLE_POLL_S = 1.0          # how long one empty fetch waits before the stop flag is checked
 STOP_GRACE_S = 20.0        # on shutdown, how long the batch in flight may take to land
+FETCH_BYTES_PER_PARTITION = 8 << 20
 
 Batch = dict[TopicPartition, list[ConsumerRecord]]
 
@@ -104,7 +105,11 @@ class SinkConsumer(mode.Service):
             group_id=self.group, client_id=self.group,
             enable_auto_commit=False,        # offsets move only in _commit, after deliver
             auto_offset_reset="earliest",
-            session_timeout_ms=10_000, heartbeat_interval_ms=1_000, rebalance_timeout_ms=20_000)
+            session_timeout_ms=10_000, heartbeat_interval_ms=1_000, rebalance_timeout_ms=20_000,
+            # aiokafka asks a partition for more only once its buffered records are taken;
+            # at the default 1 MiB a fetch (~1,200 tweets) the sink sat waiting for the
+            # next one. The read-ahead stays bounded: this much per assigned partition.
+            max_partition_fetch_bytes=FETCH_BYTES_PER_PARTITION, fetch_max_bytes=4 * FETCH_BYTES_PER_PARTITION)
         self._consumer.subscribe(list(self.routes), listener=_LogRebalance())
         await self._consumer.start()
         self._runner = asyncio.create_task(self._run(), name="sink-consumer")
