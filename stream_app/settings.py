@@ -125,7 +125,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Port of the worker's Prometheus `/metrics` endpoint (0 disables it)."),
     SettingSpec("classify_batch_size", 200, _positive_int,
                 "Most tweets the classify agent takes per window (packed into provider requests)."),
-    SettingSpec("classify_max_wait", 1.0, _positive_float,
+    SettingSpec("classify_max_wait", 0.5, _positive_float,
                 "Seconds a partial classify batch waits before it is sent anyway."),
     SettingSpec("providers", None, Path,
                 "YAML list of classifier providers (cloud, on-prem) replacing the packaged "
@@ -151,7 +151,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "0 = providers first, local model only as their fallback."),
     SettingSpec("sink_batch_size", 5000, _positive_int,
                 "Most rows per ClickHouse insert."),
-    SettingSpec("sink_max_wait", 1.0, _positive_float,
+    SettingSpec("sink_max_wait", 0.5, _positive_float,
                 "Seconds a partial sink batch waits before it is inserted anyway."),
     SettingSpec("sink_max_backoff_s", 30.0, _positive_float,
                 "Longest pause between two retries of an insert that failed for a transient "
@@ -229,6 +229,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
 )
 
 _SPECS = {spec.name: spec for spec in SETTINGS}
+# Settings whose meaning changed under a new name: an old name still set is an error
+# rather than silently ignored, so nobody keeps tuning a knob that no longer exists.
+RENAMED = {"signals_trend_z": ("signals_trend_threshold",
+                               "the slow-rise test is now a CUSUM; its threshold is not a z-score")}
 
 
 @dataclass(frozen=True)
@@ -325,6 +329,11 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
     unknown = set(overrides) - set(_SPECS)
     if unknown:
         raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+
+    for old_name, (new_name, why) in RENAMED.items():
+        if ENV_PREFIX + old_name.upper() in environ:
+            raise SettingsError(f"{ENV_PREFIX}{old_name.upper()} was replaced by "
+                                f"{_SPECS[new_name].env_var} ({why}; see README, Configuration)")
 
     raw: dict[str, Any] = {}
     config_path = overrides.get("config") or environ.get(_SPECS["config"].env_var)

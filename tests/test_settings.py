@@ -59,3 +59,9 @@ def test_readme_documents_every_setting():
         "README configuration table is stale: paste settings_table_markdown() output"
     for spec in SETTINGS:
         assert spec.env_var in readme
+
+
+def test_a_renamed_setting_still_set_is_a_clear_error_not_silently_ignored():
+    with pytest.raises(SettingsError, match="DALLOSH_SIGNALS_TREND_Z was replaced by "
+                                            "DALLOSH_SIGNALS_TREND_THRESHOLD"):
+        load_settings(environ={"DALLOSH_SIGNALS_TREND_Z": "3"})
