@@ -8,10 +8,14 @@
    re-classified (a newer version): the store must hold each id once.
 2. **Query cost** on that store — the wall's "tweets per minute by sentiment" three
    ways: ``FINAL``, ``argMax`` by id, and the ``tweets_by_minute_v`` rollup.
-3. **Latency** — a ``dallosh worker`` (whole pipeline, default classifier
-   configuration) receives raw tweets at a steady rate; latency is ``stored_at`` (set by
-   ClickHouse when the row is inserted, i.e. when it becomes queryable) minus the
-   moment the tweet was produced (its ``ingested_at``).
+3. **Latency** — a ``dallosh worker`` (whole pipeline, the configured classifier: the
+   local model when ``DALLOSH_LOCAL_MODEL`` holds one) receives raw tweets at a steady
+   rate; latency is ``stored_at`` (set by ClickHouse when the row is inserted, i.e. when
+   it becomes queryable) minus the moment the tweet was produced (its ``ingested_at``),
+   split at ``classified_at`` (when its classify window started) into the two halves
+   of the pipeline. The tweets are real ones the local model never trained on (the
+   held-out airline and English tweets of ``dallosh data fetch``), so that each is
+   classified, not reused as a near-duplicate of an earlier one.
 
 Everything runs in a throwaway data dir and throwaway topics (deleted afterwards).
 """
@@ -19,6 +23,7 @@ Everything runs in a throwaway data dir and throwaway topics (deleted afterwards
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import platform
 import random
@@ -48,6 +53,9 @@ from stream_app.storage.clickhouse import store_session
 Say = Callable[[str], None]
 TWEETS_TABLE = "dallosh.tweets"
 REVISED_SHARE = 0.10
+# Settings the caller's environment may set for the bench's workers (the classifier and
+# the batching knobs that trade latency for batch size); the rest is the bench's own.
+TUNABLE = ("DALLOSH_LOCAL_", "DALLOSH_CLASSIFY_", "DALLOSH_SINK_", "DALLOSH_PROVIDERS")
 WALL_QUERIES = {
     "final": "SELECT toStartOfMinute(created_at) AS minute, sentiment, count() "
              "FROM dallosh.tweets FINAL GROUP BY minute, sentiment",
@@ -75,12 +83,12 @@ def _child_settings(base: Settings, data_dir: Path, prefix: str) -> Settings:
            ("raw", "clean", "classified", "dlq", "alerts", "provider_calls", "decisions",
             "windows")},
     }, environ={k: v for k, v in os.environ.items()
-                if not k.startswith("DALLOSH_") or k in ("DALLOSH_LOCAL_MODEL",)})
+                if not k.startswith("DALLOSH_") or k.startswith(TUNABLE)})
 
 
 class Worker:
     def __init__(self, settings: Settings, role: str) -> None:
-        self.settings = settings
+        self.settings, self.role = settings, role
         self.log_path = settings.data_dir / "logs" / f"worker-{role}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
@@ -155,10 +163,35 @@ async def _produce(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes
         await producer.stop()
 
 
-async def _produce_steady(bootstrap: str, topic: str, n: int, rate: float, run_id: str,
-                          seed: int = 5) -> float:
+class BenchInputError(ValueError):
+    """The bench was asked for more than it can do (a user error, not a failure)."""
+
+
+def warmup_tweets(rate: float) -> int:
+    return int(rate * 5)
+
+
+def held_out_tweets(settings: Settings, n: int, seed: int = 5) -> list[str]:
+    """``n`` real tweets no local model was trained on (test splits), shuffled."""
+    import csv
+
+    from stream_app.local_model.datasets import fetch_datasets
+    paths = fetch_datasets(settings.cache_dir, progress=lambda _: None)
+    texts = []
+    for name in ("airline_en", "english_tweets"):
+        with paths.path(name, "test").open(encoding="utf-8", newline="") as handle:
+            texts += [row["text"] for row in csv.DictReader(handle)]
+    random.Random(seed).shuffle(texts)
+    if len(texts) < n:
+        raise BenchInputError(f"the latency run needs {n:,} held-out tweets (5 s of warm-up at the "
+                              f"rate + --latency-tweets) and there are {len(texts):,}; ask for fewer")
+    return texts[:n]
+
+
+async def _produce_steady(bootstrap: str, topic: str, texts: list[str], rate: float,
+                          run_id: str) -> float:
     """Raw tweets at ``rate`` per second, each stamped with the moment it is sent."""
-    rng = random.Random(seed)
+    n = len(texts)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     await producer.start()
     started = time.monotonic()
@@ -166,9 +199,9 @@ async def _produce_steady(bootstrap: str, topic: str, n: int, rate: float, run_i
         for i in range(n):
             await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
             now = utc_now()
-            tweet = RawTweet(id=f"{run_id}-{i}", text=_text(rng) + f" #{i}", created_at=iso(now),
+            tweet = RawTweet(id=f"{run_id}-{i}", text=texts[i], created_at=iso(now),
                              run_id=run_id, source=f"bench:{i}", ingested_at=iso(now),
-                             author=f"user_{i % 500}", lang="fr")
+                             author=f"user_{i % 500}", lang="en")  # the held-out tweets are English
             await producer.send(topic, tweet.to_json(), key=tweet.id.encode())
         await producer.flush()
     finally:
@@ -232,6 +265,10 @@ def bench_throughput(base: Settings, work: Path, rows: int, say: Say) -> dict:
         asyncio.run(_delete_topics(settings.bootstrap_servers, pipeline_topics(settings)))
     first = next((t, n) for t, n in samples if n > 0)
     last = samples[-1]
+    if last[1] == first[1]:  # the time to the first insert includes the group join: not timed
+        raise BenchInputError(f"all {len(tweets):,} rows landed at once, so there is no rate to "
+                              f"time; send several sink batches ({settings.sink_batch_size:,} rows "
+                              "each): more --rows")
     rate = (last[1] - first[1]) / (last[0] - first[0])
     with store_session(settings.clickhouse_dsn) as client:
         one = lambda sql: client.query(sql).result_rows[0][0]  # noqa: E731
@@ -252,23 +289,35 @@ def bench_throughput(base: Settings, work: Path, rows: int, say: Say) -> dict:
                     "(counted in their old and new cell); FINAL and argMax are exact"}
 
 
-def bench_latency(base: Settings, work: Path, n: int, rate: float, say: Say) -> dict:
+def bench_latency(base: Settings, work: Path, texts: list[str], rate: float, say: Say,
+                  split_roles: bool = False) -> dict:
+    """Latency of ``texts`` (``held_out_tweets``: warm-up first, then the measured ones),
+    through one ``--role all`` worker or, with ``split_roles``, a ``pipeline`` and a
+    ``sink`` worker (two processes, so two cores' worth of Python)."""
     prefix = f"bench-lat-{uuid.uuid4().hex[:8]}"
     settings = _child_settings(base, work / "latency", prefix)
     run_id, warm_id = f"bench-{prefix}", f"warmup-{prefix}"
-    warmup = int(rate * 5)
+    warmup = warmup_tweets(rate)
+    n = len(texts) - warmup
     asyncio.run(ensure_topics(settings.bootstrap_servers, pipeline_topics(settings), settings.partitions))
-    worker = Worker(settings, "all")
+    if split_roles:
+        workers = [Worker(dataclasses.replace(settings, metrics_port=_free_port()), "pipeline"),
+                   Worker(settings, "sink")]
+    else:
+        workers = [Worker(settings, "all")]
+    worker = workers[-1]  # the one whose sink counts rows
     try:
-        say(f"Warming up a worker (whole pipeline) with {warmup} tweets...")
-        asyncio.run(_produce_steady(settings.bootstrap_servers, settings.topic_raw, warmup, rate, warm_id))
+        say(f"Warming up the pipeline ({' + '.join(w.role for w in workers)} worker) with {warmup} tweets...")
+        asyncio.run(_produce_steady(settings.bootstrap_servers, settings.topic_raw, texts[:warmup],
+                                    rate, warm_id))
         _wait_for_rows(worker, warmup, timeout_s=180)
         say(f"Sending {n:,} tweets at a steady {rate:g}/s...")
-        achieved = asyncio.run(_produce_steady(settings.bootstrap_servers, settings.topic_raw, n,
-                                               rate, run_id))
+        achieved = asyncio.run(_produce_steady(settings.bootstrap_servers, settings.topic_raw,
+                                               texts[warmup:], rate, run_id))
         asyncio.run(wait_until_drained(settings, worker, lambda line: None, timeout_s=300))
     finally:
-        worker.stop()
+        for each in workers:
+            each.stop()
         asyncio.run(_delete_topics(settings.bootstrap_servers, pipeline_topics(settings)))
     with store_session(settings.clickhouse_dsn) as client:
         params = {"run": run_id}
@@ -277,6 +326,11 @@ def bench_latency(base: Settings, work: Path, n: int, rate: float, say: Say) -> 
             "quantilesExact(0.5, 0.95, 0.99)(lat)[3], max(lat), count() FROM (SELECT "
             "dateDiff('millisecond', ingested_at, stored_at) / 1000 AS lat "
             "FROM dallosh.tweets FINAL WHERE run_id = {run:String})", parameters=params).result_rows[0]
+        stages = {name: [round(q, 3) for q in client.query(
+            f"SELECT quantilesExact(0.5, 0.95)(dateDiff('millisecond', {a}, {b}) / 1000) "
+            "FROM dallosh.tweets FINAL WHERE run_id = {run:String}", parameters=params).result_rows[0][0]]
+            for name, (a, b) in {"to_classify_window_p50_p95_s": ("ingested_at", "classified_at"),
+                                 "classify_window_to_stored_p50_p95_s": ("classified_at", "stored_at")}.items()}
         tiers = {f"{tier}/{provider}": count for tier, provider, count in client.query(
             "SELECT tier, provider, count() FROM dallosh.tweets FINAL WHERE run_id = {run:String} "
             "GROUP BY tier, provider ORDER BY count() DESC", parameters=params).result_rows}
@@ -284,19 +338,21 @@ def bench_latency(base: Settings, work: Path, n: int, rate: float, say: Say) -> 
         f"classified by {tiers}")
     return {"tweets": n, "stored": stored, "rate_per_s": rate, "achieved_rate_per_s": round(achieved, 1),
             "latency_p50_s": round(p50, 3), "latency_p95_s": round(p95, 3),
-            "latency_p99_s": round(p99, 3), "latency_max_s": round(worst, 3),
-            "classified_by": tiers, "classify_max_wait_s": settings.classify_max_wait,
+            "latency_p99_s": round(p99, 3), "latency_max_s": round(worst, 3), **stages,
+            "classified_by": tiers, "worker_roles": [w.role for w in workers],
+            "classify_max_wait_s": settings.classify_max_wait,
             "sink_max_wait_s": settings.sink_max_wait,
             "local_model": str(getattr(settings, "local_model", "") or "")}
 
 
 def bench_sink(settings: Settings, rows: int, latency_tweets: int, rate: float,
-               say: Say = print) -> dict:
+               say: Say = print, split_roles: bool = False) -> dict:
     load_before = os.getloadavg()[0]  # the machine may be shared: say how busy it was
+    texts = held_out_tweets(settings, warmup_tweets(rate) + latency_tweets)  # fails early if too few
     with tempfile.TemporaryDirectory(prefix="dallosh-bench-sink-") as tmp:
         work = Path(tmp)
         throughput = bench_throughput(settings, work, rows, say)
-        latency = bench_latency(settings, work, latency_tweets, rate, say)
+        latency = bench_latency(settings, work, texts, rate, say, split_roles=split_roles)
     return {
         "benchmark": "sink", "at": iso(utc_now()),
         "rows_per_s": throughput["rows_per_s"],

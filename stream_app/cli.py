@@ -360,7 +360,7 @@ def train_command(data_args: tuple[str, ...], encoder: str, out_dir: Path | None
                   tune_layers: int | None, tune_epochs: int, hidden: int, max_epochs: int,
                   patience: int, seed: int) -> None:
     """Train the local model tier: e5-small's top layers fine-tuned on the labels (other
-    encoders frozen), then calibrated MLP heads. ~10 minutes on 2 cores with the
+    encoders frozen), then calibrated MLP heads. ~17 minutes on 2 cores with the
     default data."""
     from stream_app.local_model.datasets import DatasetError
     from stream_app.local_model.encoders import LocalModelError
@@ -502,25 +502,33 @@ def bench_local_model_command(artifact: Path | None, tweets: int, batch_size: in
 
 
 @bench.command("sink")
-@click.option("--rows", type=click.IntRange(min=1000), default=200_000, show_default=True,
+@click.option("--rows", type=click.IntRange(min=20_000), default=200_000, show_default=True,
               help="Distinct classified tweets pushed through the sink (+10 % re-classified).")
 @click.option("--latency-tweets", type=click.IntRange(min=100), default=6_000, show_default=True,
               help="Tweets sent at a steady rate through the whole pipeline for latency.")
 @click.option("--rate", type=click.FloatRange(min=1), default=200.0, show_default=True,
               help="Steady arrival rate of the latency run, tweets per second.")
+@click.option("--split-roles", is_flag=True,
+              help="Latency through a `pipeline` and a `sink` worker (two processes) instead of "
+                   "one `--role all` worker.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the results here (else print them).")
 @friendly_errors
-def bench_sink_command(rows: int, latency_tweets: int, rate: float, json_path: Path | None) -> None:
+def bench_sink_command(rows: int, latency_tweets: int, rate: float, split_roles: bool,
+                       json_path: Path | None) -> None:
     """Rows/s into ClickHouse through the sink, and produce-to-queryable latency.
 
     Runs real worker processes against the local broker (started and stopped if it is
     not running) or DALLOSH_KAFKA_BOOTSTRAP, in a throwaway data dir and topics.
     """
-    from bench.sink import bench_sink
+    from bench.sink import BenchInputError, bench_sink
     settings = current_settings()
-    with _broker_for_bench(settings):
-        result = bench_sink(settings, rows, latency_tweets, rate, say=click.echo)
+    try:
+        with _broker_for_bench(settings):
+            result = bench_sink(settings, rows, latency_tweets, rate, say=click.echo,
+                                split_roles=split_roles)
+    except BenchInputError as exc:
+        raise click.UsageError(str(exc)) from None
     click.echo(f"sink {result['rows_per_s']:,.0f} rows/s; latency p50 {result['latency_p50_s']} s, "
                f"p95 {result['latency_p95_s']} s, p99 {result['latency_p99_s']} s")
     _write_bench_json(result, json_path)
