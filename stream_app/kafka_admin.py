@@ -42,8 +42,10 @@ def consumer_groups(settings: Settings) -> dict[str, list[str]]:
             sink_group(settings): list(sink_routes(settings))}
 
 
-async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> list[str]:
-    """Create the topics that do not exist yet; return the ones created."""
+async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
+                        configs: dict[str, str] | None = None) -> list[str]:
+    """Create the topics that do not exist yet (with ``configs``, e.g. compaction);
+    return the ones created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
     try:
         await admin.start()
@@ -55,7 +57,8 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -
         if missing:
             try:
                 await admin.create_topics(
-                    [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing])
+                    [NewTopic(n, num_partitions=partitions, replication_factor=1,
+                              topic_configs=configs or {}) for n in missing])
             except TopicAlreadyExistsError:
                 pass  # another process created it in between: fine
         return missing
@@ -88,6 +91,27 @@ async def topic_end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[Topic
     consumer, admin = await _clients(bootstrap)
     try:
         return await _end_offsets(consumer, admin, list(dict.fromkeys(topics)))
+    finally:
+        await asyncio.gather(consumer.stop(), admin.close(), return_exceptions=True)
+
+
+async def read_latest_values(bootstrap: str, topic: str) -> dict[bytes, bytes]:
+    """The latest value of every key of ``topic`` (a compacted changelog), read from the
+    beginning of each partition up to its end offset at the time of the call."""
+    consumer, admin = await _clients(bootstrap)
+    try:
+        ends = {tp: end for tp, end in (await _end_offsets(consumer, admin, [topic])).items() if end}
+        if not ends:
+            return {}
+        consumer.assign(list(ends))
+        await consumer.seek_to_beginning(*ends)
+        latest: dict[bytes, bytes] = {}
+        remaining = set(ends)
+        while remaining:
+            for tp, records in (await consumer.getmany(*remaining, timeout_ms=1000)).items():
+                latest.update((r.key, r.value) for r in records if r.key is not None)
+            remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
+        return latest
     finally:
         await asyncio.gather(consumer.stop(), admin.close(), return_exceptions=True)
 

@@ -131,3 +131,29 @@ def test_the_bundled_demo_outage_is_exactly_one_alert_in_bordeaux_and_is_printed
         [("Bordeaux", "location:Bordeaux", "resolved")]
     alert_lines = [line for line in printed if line.startswith("Alerts:")]
     assert alert_lines and "Bordeaux" in alert_lines[0] and alert_lines[0].startswith("Alerts: 1")
+
+
+def test_signals_state_is_read_back_from_its_changelog_latest_value_per_key(kafka_bootstrap, tmp_path):
+    """What a restarted signals agent rebuilds its engine from (the stage keeps its own
+    changelog instead of a Faust table: see stream_app/signals/agent.py)."""
+    import json
+
+    from aiokafka import AIOKafkaProducer
+
+    from stream_app.signals.agent import read_state, state_topic_name
+    settings = isolated_settings(tmp_path / "data", kafka_bootstrap)
+    assert asyncio.run(read_state(settings)) == {}  # first start: created empty
+
+    async def write() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            for key, value in [("all|100", {"n": 1}), ("__partition__|0", {"time": 6000.0}),
+                               ("all|100", {"n": 2})]:
+                await producer.send_and_wait(state_topic_name(settings), json.dumps(value).encode(),
+                                             key=key.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(write())
+    assert asyncio.run(read_state(settings)) == {"all|100": {"n": 2}, "__partition__|0": {"time": 6000.0}}
