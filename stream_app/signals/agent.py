@@ -12,8 +12,8 @@ their rows).
 
 Why not a Faust ``Table``: a worker whose app has a table goes through Faust's changelog
 recovery on start, and that races with the other agents of the process (faust-streaming
-issue #596): in about one restart in four, the clean agent skipped the third message of
-each ``tweets.raw`` partition and processed the last one twice — tweets lost. Reading
+issue #596): in about one restart in three, the clean agent skipped a message of each
+``tweets.raw`` partition and processed the last one twice — tweets lost. Reading
 the changelog ourselves, inside this agent, leaves the other agents alone.
 """
 
