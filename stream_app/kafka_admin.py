@@ -15,7 +15,7 @@ from typing import Iterable
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from stream_app.settings import Settings
 
@@ -95,25 +95,30 @@ async def topic_end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[Topic
         await asyncio.gather(consumer.stop(), admin.close(), return_exceptions=True)
 
 
-async def read_latest_values(bootstrap: str, topic: str) -> dict[bytes, bytes]:
-    """The latest value of every key of ``topic`` (a compacted changelog), read from the
-    beginning of each partition up to its end offset at the time of the call."""
+async def read_to_end(bootstrap: str, topic: str) -> list[ConsumerRecord]:
+    """Every record of ``topic``, each partition from its beginning up to its end offset
+    at the time of the call (in order within a partition)."""
     consumer, admin = await _clients(bootstrap)
     try:
         ends = {tp: end for tp, end in (await _end_offsets(consumer, admin, [topic])).items() if end}
         if not ends:
-            return {}
+            return []
         consumer.assign(list(ends))
         await consumer.seek_to_beginning(*ends)
-        latest: dict[bytes, bytes] = {}
+        records: list[ConsumerRecord] = []
         remaining = set(ends)
         while remaining:
-            for tp, records in (await consumer.getmany(*remaining, timeout_ms=1000)).items():
-                latest.update((r.key, r.value) for r in records if r.key is not None)
+            for tp, batch in (await consumer.getmany(*remaining, timeout_ms=1000)).items():
+                records += [r for r in batch if r.offset < ends[tp]]
             remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
-        return latest
+        return records
     finally:
         await asyncio.gather(consumer.stop(), admin.close(), return_exceptions=True)
+
+
+async def read_latest_values(bootstrap: str, topic: str) -> dict[bytes, bytes]:
+    """The latest value of every key of ``topic`` (a compacted changelog)."""
+    return {r.key: r.value for r in await read_to_end(bootstrap, topic) if r.key is not None}
 
 
 async def pipeline_lag(bootstrap: str, groups: dict[str, list[str]]) -> dict[str, int]:

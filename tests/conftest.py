@@ -86,28 +86,6 @@ def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes, dict]]:
     import asyncio
     import json
 
-    from aiokafka import AIOKafkaConsumer
+    from stream_app.kafka_admin import read_to_end
 
-    from stream_app.kafka_admin import topic_end_offsets
-
-    async def read() -> list[tuple[bytes, dict]]:
-        ends = {tp: end for tp, end in (await topic_end_offsets(bootstrap, [topic])).items() if end}
-        if not ends:
-            return []
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
-        await consumer.start()
-        try:
-            consumer.assign(list(ends))
-            await consumer.seek_to_beginning(*ends)
-            messages, remaining = [], set(ends)
-            while remaining:
-                for tp, batch in (await consumer.getmany(*remaining, timeout_ms=2000)).items():
-                    messages += [(m.key, json.loads(m.value)) for m in batch]
-                    if batch and batch[-1].offset + 1 >= ends[tp]:
-                        remaining.discard(tp)
-            return messages
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())
+    return [(r.key, json.loads(r.value)) for r in asyncio.run(read_to_end(bootstrap, topic))]
