@@ -118,7 +118,7 @@ class RowFormat:
         clauses = [f"({column_test(column_types[c], f'd[{c!r}]')})" if t else f"({c!r} in d)"
                    for c, t in tests.items()]
         self._fits_as_is = _compile("def complete(d):\n    try:\n        return " + " and ".join(clauses)
-                              + "\n    except KeyError:\n        return False", "complete")
+                                    + "\n    except KeyError:\n        return False", "complete")
 
     def row(self, payload: bytes) -> Row:
         """The message as a row to insert; raises :class:`RowError`."""
