@@ -27,7 +27,8 @@ _CITIES = ["Paris", "Lyon", "Marseille", "Bordeaux", "Lille", "Nantes", "Toulous
 
 
 def write_dump(path: Path, rows: int, seed: int = 7,
-               start: datetime = datetime(2026, 3, 12, tzinfo=timezone.utc)) -> Path:
+               start: datetime = datetime(2026, 3, 12, tzinfo=timezone.utc),
+               first_id: int = 1_900_000_000_000_000_000) -> Path:
     rng = random.Random(seed)
     moment = start
     with open(path, "w", encoding="utf-8", newline="") as handle:
@@ -37,7 +38,7 @@ def write_dump(path: Path, rows: int, seed: int = 7,
             moment += timedelta(milliseconds=rng.randint(50, 2000))
             city = rng.choice(_CITIES)
             text = f"{rng.choice(_OPENINGS)} {rng.choice(_BODIES).format(city=city)}".strip()
-            writer.writerow([str(1_900_000_000_000_000_000 + i), moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            writer.writerow([str(first_id + i), moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
                              text, f"User {i % 5000}", f"user_{i % 5000}",
                              city if rng.random() < 0.1 else "", "free", "", rng.randint(0, 3),
                              rng.randint(0, 9), "fr", "false"])

@@ -4,14 +4,26 @@ Precedence: explicit overrides (tests, CLI flags) > environment > optional YAML 
 file (``DALLOSH_CONFIG``, keys are the lowercase names without the prefix) > defaults.
 The README's configuration table is generated from :data:`SETTINGS` and a test keeps
 it in sync, so a new setting is documented the moment it is added here.
+
+Each setting has a parser that refuses what cannot work (a log level logging does not
+know, a share above 1, a topic name Kafka refuses, a retention that overflows
+ClickHouse's DateTime...), and :func:`_check_together` refuses combinations that cannot
+(two stages on one topic). The CLI loads settings before a command starts anything, so
+a bad value is one ``error: DALLOSH_X='...': must be ...`` line, not a crash halfway
+through a run. A ``DALLOSH_*`` variable that nothing reads gets a warning with the
+nearest setting's name (:func:`unknown_variable_warnings`): a typo is not silent.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -39,12 +51,18 @@ def _user_dir(xdg_var: str, fallback: str) -> Path:
     return Path(base) / "dallosh"
 
 
+# ---------------------------------------------------------------------------- parsers
+# One parser per kind of value. Each refuses what cannot work (with the reason a user can
+# act on), so that a bad variable stops a command before it starts anything instead of
+# crashing a worker, a broker or logging halfway through a run.
+
 def _number(raw: str, kind: type, ok: Callable[[Any], bool], expected: str) -> Any:
     try:
-        value = kind(raw)
+        value = kind(raw.strip())
     except ValueError:
         raise ValueError(f"must be {expected}") from None
-    if not ok(value):
+    # float() also reads "nan" and "inf": no bound, timeout or budget means either.
+    if (kind is float and not math.isfinite(value)) or not ok(value):
         raise ValueError(f"must be {expected}")
     return value
 
@@ -55,6 +73,11 @@ def _positive_int(raw: str) -> int:
 
 def _port(raw: str) -> int:
     return _number(raw, int, lambda v: 0 <= v <= 65535, "a TCP port (0-65535)")
+
+
+def _listen_port(raw: str) -> int:
+    """A port something must listen on: 0 ("any free port") cannot be connected to."""
+    return _number(raw, int, lambda v: 1 <= v <= 65535, "a TCP port (1-65535)")
 
 
 def _positive_float(raw: str) -> float:
@@ -69,49 +92,219 @@ def _non_negative_int(raw: str) -> int:
     return _number(raw, int, lambda v: v >= 0, "an integer >= 0")
 
 
+def _share(raw: str) -> float:
+    """A share or similarity: 0 would match everything, above 1 nothing."""
+    return _number(raw, float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+
+
+def _probability(raw: str) -> float:
+    """A test's significance level: 0 never fires, 1 always does."""
+    return _number(raw, float, lambda v: 0 < v < 1, "a probability in (0, 1), e.g. 1e-6")
+
+
+def _confidence(raw: str) -> float:
+    return _number(raw, float, lambda v: 0 <= v <= 1, "a confidence in [0, 1]")
+
+
 def _backfill_minutes(raw: str) -> int:
     return _number(raw, int, lambda v: 0 <= v <= 5, "an integer from 0 to 5 (X's backfill limit)")
 
 
+# ClickHouse's DateTime ends in 2106 and `stored_at + toIntervalDay(N)` wraps around past
+# it (measured: now + 30000 days gives 1972), so a longer TTL would delete rows at once.
+MAX_RETENTION_DAYS = 10_000
+
+
+def _retention_days(raw: str) -> int:
+    return _number(raw, int, lambda v: 0 <= v <= MAX_RETENTION_DAYS,
+                   f"an integer from 0 (keep forever) to {MAX_RETENTION_DAYS} (~27 years; "
+                   "longer overflows ClickHouse's DateTime)")
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().lower()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def _http_url(raw: str, *, bare_host_ok: bool = False) -> str:
+    value = raw.strip()
+    expected = "an http:// or https:// URL" + (" or a host name" if bare_host_ok else "")
+    try:
+        parts = urlsplit(value if "://" in value or not bare_host_ok else f"https://{value}")
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError(f"must be {expected} (bad port?)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be {expected} with a host")
+    return value
+
+
+def _instance_url(raw: str) -> str:
+    return _http_url(raw, bare_host_ok=True)  # MastodonStream adds https:// to a bare host
+
+
+def _clickhouse_dsn(raw: str) -> str:
+    value = raw.strip()
+    if value.startswith("chdb://"):
+        if not value[len("chdb://"):]:
+            raise ValueError("must name the embedded store's folder: chdb:///path")
+        return value
+    try:
+        _http_url(value)
+    except ValueError:
+        raise ValueError("must be chdb:///path or http(s)://user:pass@host:8123/dallosh") from None
+    return value
+
+
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?)$")
+
+
+def _kafka_bootstrap(raw: str) -> str:
+    """``host[:port],...`` as aiokafka and Faust (``kafka://<entry>``) take it; spaces
+    around commas are dropped, since Faust would keep them in the host name."""
+    servers = [entry.strip() for entry in raw.split(",")]
+    expected = "a comma-separated list of host:port (no scheme), e.g. k1:9092,k2:9092"
+    for server in servers:
+        host, sep, port = server.rpartition(":") if not server.endswith("]") else (server, "", "")
+        if not sep:
+            host, port = server, "9092"
+        if not _HOST.match(host) or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"must be {expected}")
+    return ",".join(servers)
+
+
+_JVM_SIZE = re.compile(r"^(\d+)([kmgt]?)$", re.IGNORECASE)
+_JVM_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+MIN_KAFKA_HEAP = 128 * 1024**2  # the broker starts with -Xms128m; -Xmx below it fails
+
+
+def _kafka_heap(raw: str) -> str:
+    value = raw.strip()
+    match = _JVM_SIZE.match(value)
+    if not match or int(match[1]) * _JVM_UNITS[match[2].lower()] < MIN_KAFKA_HEAP:
+        raise ValueError("must be a Java heap size of at least 128m, e.g. 512m or 2g")
+    return value
+
+
+def _kafka_version(raw: str) -> str:
+    value = raw.strip()  # a Maven version and a cache folder name: no spaces, no slashes
+    if not re.match(r"^\d+\.\d+(\.\d+)?([.-][0-9A-Za-z]+)*$", value):
+        raise ValueError("must be an Apache Kafka release, e.g. 3.9.1")
+    return value
+
+
+# Kafka's own rule for topic names (and Faust derives topic names from the app id).
+_KAFKA_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+MAX_TOPIC_LENGTH = 249
+
+
+def _topic(raw: str) -> str:
+    value = raw.strip()
+    if (not _KAFKA_NAME.match(value) or value in (".", "..")
+            or len(value) > MAX_TOPIC_LENGTH):
+        raise ValueError(f"must be a Kafka topic name: 1-{MAX_TOPIC_LENGTH} of "
+                         "A-Z a-z 0-9 . _ -")
+    return value
+
+
+_APP_ID_SUFFIX = "-signals-state"  # the longest topic name built from the app id
+
+
+def _app_id(raw: str) -> str:
+    value = raw.strip()
+    longest = MAX_TOPIC_LENGTH - len(_APP_ID_SUFFIX)
+    if not _KAFKA_NAME.match(value) or value in (".", "..") or len(value) > longest:
+        raise ValueError(f"must be 1-{longest} of A-Z a-z 0-9 . _ - (it names consumer "
+                         "groups and topics)")
+    return value
+
+
+def _brand(raw: str) -> str:
+    value = raw.strip()  # a file name under stream_app/clean/brands: no path
+    if not re.match(r"^[A-Za-z0-9_-]+$", value):
+        raise ValueError("must be the name of a built-in brand (free, airline); "
+                         "set DALLOSH_BRAND_FILE for your own YAML")
+    return value
+
+
+def _hashtags(raw: str) -> str:
+    for tag in raw.split(","):
+        tag = tag.strip().lstrip("#")
+        if tag and not re.match(r"^\w+$", tag):
+            raise ValueError("must be comma-separated hashtags (letters, digits, _), "
+                             "e.g. freebox,panne")
+    return raw.strip()
+
+
+def _existing_file(raw: str) -> Path:
+    path = Path(raw.strip()).expanduser()
+    if not path.is_file():
+        raise ValueError("must be an existing file" +
+                         (" (it is a folder)" if path.is_dir() else " (not found)"))
+    return path
+
+
+def _directory(raw: str) -> Path:
+    path = Path(raw.strip()).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError("must be a folder (this is a file)")
+    return path
+
+
+def _local_model(raw: str) -> str:
+    value = raw.strip()
+    if value.lower() == "off":
+        return "off"
+    if Path(value).expanduser().is_file():
+        raise ValueError("must be an artifact folder (`dallosh train --out`) or `off`")
+    return value
+
+
 SETTINGS: tuple[SettingSpec, ...] = (
-    SettingSpec("data_dir", None, Path,
+    SettingSpec("data_dir", None, _directory,
                 "All local state of one installation: broker data, embedded ClickHouse, "
                 "archives. Default `$XDG_DATA_HOME/dallosh` (`~/.local/share/dallosh`)."),
-    SettingSpec("cache_dir", None, Path,
+    SettingSpec("cache_dir", None, _directory,
                 "Per-user download cache shared by all data dirs (Kafka jars, model and "
                 "tokenizer files). Default `$XDG_CACHE_HOME/dallosh` (`~/.cache/dallosh`)."),
     SettingSpec("config", None, Path,
                 "Optional YAML file with any of these settings (lowercase, no prefix)."),
-    SettingSpec("kafka_bootstrap", "", str,
+    SettingSpec("kafka_bootstrap", "", _kafka_bootstrap,
                 "Bootstrap servers of an existing Kafka cluster. Empty: use the local "
                 "broker managed by `dallosh infra` on `kafka_port`."),
-    SettingSpec("kafka_port", 19092, _port, "Client port of the local broker (127.0.0.1)."),
-    SettingSpec("kafka_controller_port", 19093, _port,
+    SettingSpec("kafka_port", 19092, _listen_port, "Client port of the local broker (127.0.0.1)."),
+    SettingSpec("kafka_controller_port", 19093, _listen_port,
                 "KRaft controller port of the local broker (127.0.0.1)."),
-    SettingSpec("kafka_heap", "512m", str, "Java heap cap of the local broker (-Xmx)."),
-    SettingSpec("kafka_version", "3.9.1", str,
+    SettingSpec("kafka_heap", "512m", _kafka_heap,
+                "Java heap cap of the local broker (-Xmx): e.g. `512m`, `2g`; at least `128m`."),
+    SettingSpec("kafka_version", "3.9.1", _kafka_version,
                 "Apache Kafka release fetched from Maven Central for the local broker."),
-    SettingSpec("clickhouse_dsn", "", str,
+    SettingSpec("clickhouse_dsn", "", _clickhouse_dsn,
                 "`chdb:///path` (embedded engine) or `http(s)://user:pass@host:8123/dallosh`. "
                 "Empty: embedded at `DATA_DIR/clickhouse`."),
-    SettingSpec("app_id", "dallosh", str,
+    SettingSpec("app_id", "dallosh", _app_id,
                 "Faust application id: the Kafka consumer group of the workers' Faust agents; "
                 "the ClickHouse sink uses `<app_id>-sink`."),
     SettingSpec("partitions", 4, _positive_int,
                 "Partitions of the pipeline topics (the most workers that can share a stage)."),
-    SettingSpec("topic_raw", "tweets.raw", str, "Topic the connectors produce raw tweets to."),
-    SettingSpec("topic_clean", "tweets.clean", str, "Topic of cleaned tweets."),
-    SettingSpec("topic_classified", "tweets.classified", str, "Topic of classified tweets."),
-    SettingSpec("topic_dlq", "tweets.dlq", str, "Dead-letter topic (record + stage + reason)."),
-    SettingSpec("topic_alerts", "alerts", str, "Topic of weak-signal alerts."),
-    SettingSpec("topic_provider_calls", "provider.calls", str,
+    SettingSpec("topic_raw", "tweets.raw", _topic, "Topic the connectors produce raw tweets to."),
+    SettingSpec("topic_clean", "tweets.clean", _topic, "Topic of cleaned tweets."),
+    SettingSpec("topic_classified", "tweets.classified", _topic, "Topic of classified tweets."),
+    SettingSpec("topic_dlq", "tweets.dlq", _topic, "Dead-letter topic (record + stage + reason)."),
+    SettingSpec("topic_alerts", "alerts", _topic, "Topic of weak-signal alerts."),
+    SettingSpec("topic_provider_calls", "provider.calls", _topic,
                 "Ledger topic: one record per classifier request (tokens, cost, latency)."),
-    SettingSpec("topic_decisions", "tweets.decisions", str,
+    SettingSpec("topic_decisions", "tweets.decisions", _topic,
                 "Topic of the clean stage's decisions (dropped, tagged, deduplicated tweets)."),
-    SettingSpec("brand", "free", str,
+    SettingSpec("brand", "free", _brand,
                 "Built-in brand configuration judging relevance (`free`, `airline`), unless "
                 "`brand_file` is set."),
-    SettingSpec("brand_file", None, Path,
+    SettingSpec("brand_file", None, _existing_file,
                 "YAML brand configuration (accounts, keywords, policies); see "
                 "`stream_app/clean/brands/free.yaml`."),
     SettingSpec("dedup_horizon_s", 21600.0, _positive_float,
@@ -119,7 +312,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "to their original."),
     SettingSpec("dedup_capacity", 50_000, _positive_int,
                 "Most tweets the dedup index remembers (~2 KB each) within the horizon."),
-    SettingSpec("dedup_threshold", 0.6, _positive_float,
+    SettingSpec("dedup_threshold", 0.6, _share,
                 "Jaccard similarity from which a tweet is a near-duplicate of an earlier one."),
     SettingSpec("metrics_port", 9108, _port,
                 "Port of the worker's Prometheus `/metrics` endpoint (0 disables it)."),
@@ -127,7 +320,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Most tweets the classify agent takes per window (packed into provider requests)."),
     SettingSpec("classify_max_wait", 0.5, _positive_float,
                 "Seconds a partial classify batch waits before it is sent anyway."),
-    SettingSpec("providers", None, Path,
+    SettingSpec("providers", None, _existing_file,
                 "YAML list of classifier providers (cloud, on-prem) replacing the packaged "
                 "`stream_app/classify/providers.yaml`; e.g. a local Ollama first."),
     SettingSpec("max_cost_per_hour", 0.0, _non_negative_float,
@@ -139,13 +332,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Seconds a request may take with its retries before its tweets fall to the next tier."),
     SettingSpec("classify_max_items", 50, _positive_int,
                 "Most tweets in one provider request (accuracy drops in long batches)."),
-    SettingSpec("local_model", None, str,
+    SettingSpec("local_model", None, _local_model,
                 "Artifact directory of the local model tier (`dallosh train --out`); `off` "
                 "disables the tier. Default `<cache_dir>/models/local`; when no artifact is "
                 "there the cascade falls back to the degraded rules."),
     SettingSpec("local_model_threads", 2, _positive_int,
                 "CPU threads of local-model inference and training (torch)."),
-    SettingSpec("local_escalate_below", 0.0, _non_negative_float,
+    SettingSpec("local_escalate_below", 0.0, _confidence,
                 "Local-first mode when > 0: the local model answers first and only items whose "
                 "calibrated confidence is below this go up to the cloud/on-prem providers. "
                 "0 = providers first, local model only as their fallback."),
@@ -164,34 +357,38 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Chaos switch for fault-injection tests, off by default: while this file exists, "
                 "every ClickHouse insert fails (content `refuse`: before it is sent; `lost-ack`: "
                 "after it landed, as if the reply were lost)."),
-    SettingSpec("tweets_retention_days", 365, _non_negative_int,
+    SettingSpec("tweets_retention_days", 365, _retention_days,
                 "Days a tweet (and its clean decisions) is kept after it was stored (0: forever)."),
-    SettingSpec("rollup_retention_days", 730, _non_negative_int,
+    SettingSpec("rollup_retention_days", 730, _retention_days,
                 "Days the per-minute rollup `tweets_by_minute` keeps a cell after its last "
                 "update (0: forever)."),
-    SettingSpec("alerts_retention_days", 365, _non_negative_int,
+    SettingSpec("alerts_retention_days", 365, _retention_days,
                 "Days an alert is kept after its last update (0: forever)."),
-    SettingSpec("provider_calls_retention_days", 400, _non_negative_int,
+    SettingSpec("provider_calls_retention_days", 400, _retention_days,
                 "Days a classifier request stays in the FinOps ledger `provider_calls` (0: forever)."),
-    SettingSpec("dlq_retention_days", 90, _non_negative_int,
+    SettingSpec("dlq_retention_days", 90, _retention_days,
                 "Days a dead letter is kept in ClickHouse `dlq` (0: forever)."),
     SettingSpec("replay_checkpoint_every", 10_000, _positive_int,
                 "Rows between two replay checkpoints (what `dallosh replay --resume` continues from)."),
-    SettingSpec("x_api_url", "https://api.x.com", str,
+    SettingSpec("max_future_skew_s", 3600.0, _non_negative_float,
+                "Seconds a tweet's `created_at` may lie ahead of now (clock skew between the "
+                "source and this host); a later one is dead-lettered `created_at in the future` "
+                "by the replayer and the clean stage, never stored as future data."),
+    SettingSpec("x_api_url", "https://api.x.com", _http_url,
                 "Base URL of the X API (`dallosh stream x`); the token comes from `X_BEARER_TOKEN`."),
-    SettingSpec("x_rules_file", None, Path,
+    SettingSpec("x_rules_file", None, _existing_file,
                 "YAML list of X filtered-stream rules (strings or `{value, tag}`) that "
                 "`dallosh stream x` applies before streaming."),
     SettingSpec("x_backfill_minutes", 0, _backfill_minutes,
                 "Minutes of posts X re-sends after a reconnect or restart (0-5; needs Pro or "
                 "Enterprise access); duplicates are skipped."),
-    SettingSpec("mastodon_instance", "https://mastodon.social", str,
+    SettingSpec("mastodon_instance", "https://mastodon.social", _instance_url,
                 "Mastodon instance `dallosh stream mastodon` follows (e.g. `https://piaille.fr`); "
                 "a token, if the instance wants one, comes from `MASTODON_ACCESS_TOKEN`."),
-    SettingSpec("mastodon_tags", "", str,
+    SettingSpec("mastodon_tags", "", _hashtags,
                 "Comma-separated hashtags `dallosh stream mastodon` follows. Empty: the public "
                 "timeline."),
-    SettingSpec("mastodon_streaming_url", "", str,
+    SettingSpec("mastodon_streaming_url", "", _http_url,
                 "Streaming server of the instance, when it is not the instance URL itself."),
     SettingSpec("stream_stall_timeout", 30.0, _positive_float,
                 "Seconds without a byte (keep-alives included) before a live connector "
@@ -199,7 +396,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("stream_metrics_port", 9109, _port,
                 "Port of a live connector's Prometheus `/metrics` (0 disables it); distinct "
                 "from the worker's so both can run on one host."),
-    SettingSpec("topic_windows", "signals.windows", str,
+    SettingSpec("topic_windows", "signals.windows", _topic,
                 "Topic of the signals stage's closed one-minute windows (per topic, location "
                 "and overall), re-published when late data revises them."),
     SettingSpec("signals_allowed_lateness_s", 120.0, _non_negative_float,
@@ -208,10 +405,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("signals_revision_horizon_s", 86400.0, _positive_float,
                 "Event-time seconds behind the watermark within which late tweets still revise "
                 "closed windows and alerts; older ones are counted and left out."),
-    SettingSpec("signals_high_share", 0.30, _positive_float,
+    SettingSpec("signals_high_share", 0.30, _share,
                 "Threshold detector: share of priority-0 tweets over the last hour and the last "
                 "5 minutes that fires an alert."),
-    SettingSpec("signals_burst_alpha", 1e-6, _positive_float,
+    SettingSpec("signals_burst_alpha", 1e-6, _probability,
                 "Burst detector: Poisson tail probability of the last 10 minutes' negative count "
                 "under the baseline below which it fires."),
     SettingSpec("signals_burst_ratio", 2.8, _positive_float,
@@ -225,7 +422,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "and more often."),
     SettingSpec("signals_resolve_minutes", 30, _positive_int,
                 "Event-time minutes without any signal before an alert resolves (hysteresis)."),
-    SettingSpec("log_level", "info", str, "Log level of workers and commands."),
+    SettingSpec("log_level", "info", _log_level,
+                "Log level of workers and commands: debug, info, warning, error or critical."),
 )
 
 _SPECS = {spec.name: spec for spec in SETTINGS}
@@ -233,6 +431,31 @@ _SPECS = {spec.name: spec for spec in SETTINGS}
 # rather than silently ignored, so nobody keeps tuning a knob that no longer exists.
 RENAMED = {"signals_trend_z": ("signals_trend_threshold",
                                "the slow-rise test is now a CUSUM; its threshold is not a z-score")}
+
+# DALLOSH_* variables that are read, but are not settings: the test suite's own knobs.
+# The on-prem providers' URL variables (DALLOSH_OLLAMA_URL, ...) are named by the
+# providers file in use; the CLI passes them in (see cli_support.current_settings).
+NOT_SETTINGS = frozenset({"DALLOSH_FAULT_SEED"})
+NOT_SETTINGS_PREFIXES = ("DALLOSH_TEST_",)
+
+
+def unknown_variable_warnings(environ: Mapping[str, str],
+                              also_known: Iterable[str] = ()) -> list[str]:
+    """One warning per ``DALLOSH_*`` variable that nothing reads (a typo is otherwise
+    silently ignored), with the nearest setting's name when one is close."""
+    known = {spec.env_var for spec in SETTINGS} | NOT_SETTINGS | set(also_known)
+    known |= {ENV_PREFIX + old.upper() for old in RENAMED}  # an error of its own
+    warnings = []
+    for var in sorted(environ):
+        if (not var.startswith(ENV_PREFIX) or var in known
+                or var.startswith(NOT_SETTINGS_PREFIXES)):
+            continue
+        line = f"warning: {var} is not a setting"
+        nearest = difflib.get_close_matches(var[len(ENV_PREFIX):].lower(), _SPECS, n=1)
+        if nearest:
+            line += f"; did you mean {_SPECS[nearest[0]].env_var}?"
+        warnings.append(line)
+    return warnings
 
 
 @dataclass(frozen=True)
@@ -282,6 +505,7 @@ class Settings:
     provider_calls_retention_days: int
     dlq_retention_days: int
     replay_checkpoint_every: int
+    max_future_skew_s: float
     x_api_url: str
     x_rules_file: Path | None
     x_backfill_minutes: int
@@ -339,21 +563,29 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
     config_path = overrides.get("config") or environ.get(_SPECS["config"].env_var)
     if config_path:
         raw.update(_read_config_file(Path(config_path)))
+    from_file = set(raw)
     for spec in SETTINGS:
         if spec.env_var in environ and environ[spec.env_var] != "":
             raw[spec.name] = environ[spec.env_var]
-    raw.update(overrides)
+            from_file.discard(spec.name)
+    for name, value in overrides.items():
+        if value is not None:
+            raw[name] = value
+            from_file.discard(name)
 
     values: dict[str, Any] = {}
     for spec in SETTINGS:
         if spec.name not in raw:
             values[spec.name] = spec.default
             continue
-        value = raw[spec.name]
+        # Overrides may be typed (a Path, an int): they are checked like any variable.
+        value = raw[spec.name] if isinstance(raw[spec.name], str) else str(raw[spec.name])
         try:
-            values[spec.name] = value if not isinstance(value, str) else spec.parse(value)
+            values[spec.name] = spec.parse(value)
         except ValueError as exc:
-            raise SettingsError(f"{spec.env_var}={value!r}: {exc}") from None
+            where = f" (in {config_path})" if spec.name in from_file else ""
+            raise SettingsError(f"{spec.env_var}={_redacted(value)!r}{where}: {exc}") from None
+    _check_together(values)
 
     values["data_dir"] = Path(values["data_dir"] or _user_dir("XDG_DATA_HOME", ".local/share"))
     values["data_dir"] = values["data_dir"].expanduser().resolve()
@@ -366,6 +598,35 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
     if not values["clickhouse_dsn"]:
         values["clickhouse_dsn"] = f"chdb://{values['data_dir'] / 'clickhouse'}"
     return Settings(**values)
+
+
+def _redacted(value: str) -> str:
+    """The value with any URL password masked: error lines end up in logs and tickets."""
+    return re.sub(r"(://[^/@:\s]*):[^/@\s]*@", r"\1:***@", value)
+
+
+def _check_together(values: Mapping[str, Any]) -> None:
+    """Settings that are valid alone but cannot work together (one clear error each)."""
+    def clash(name: str, other: str, why: str) -> SettingsError:
+        return SettingsError(f"{_SPECS[name].env_var}={str(values[name])!r}: same as "
+                             f"{_SPECS[other].env_var}; {why}")
+
+    if values["kafka_port"] == values["kafka_controller_port"]:
+        raise clash("kafka_controller_port", "kafka_port",
+                    "the local broker needs two ports (clients, KRaft controller)")
+    if not values["kafka_bootstrap"]:  # the local broker and the metrics share this host
+        for name in ("metrics_port", "stream_metrics_port"):
+            for broker_port in ("kafka_port", "kafka_controller_port"):
+                if values[name] == values[broker_port]:
+                    raise clash(name, broker_port, "the local broker listens there")
+    seen: dict[str, str] = {}
+    for spec in SETTINGS:
+        if spec.name.startswith("topic_"):
+            topic = values[spec.name]
+            if topic in seen:
+                raise clash(spec.name, seen[topic],
+                            "each stream needs its own topic (a stage would read its own output)")
+            seen[topic] = spec.name
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -381,7 +642,9 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     if unknown:
         raise SettingsError(f"DALLOSH_CONFIG: {path}: unknown setting(s): "
                             f"{', '.join(sorted(unknown))}")
-    return {k: (str(v) if not isinstance(v, str) else v) for k, v in content.items()}
+    # YAML reads `local_model: off` as False, and an empty value as None (unset, as an
+    # empty variable is).
+    return {k: "off" if v is False else str(v) for k, v in content.items() if v is not None}
 
 
 def settings_table_markdown() -> str:

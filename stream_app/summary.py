@@ -99,17 +99,14 @@ def format_summary(summary: RunSummary, rows_in: int, duplicates_skipped: int = 
     ])
 
 
-_RUN_SPAN = ("(SELECT min(created_at) FROM dallosh.tweets FINAL WHERE run_id = {run:String}) AND "
-             "(SELECT max(created_at) FROM dallosh.tweets FINAL WHERE run_id = {run:String})")
-
-
 def run_alerts(client: Client, run_id: str) -> list[dict]:
-    """The weak-signal alerts first seen within the run's event times (withdrawn ones,
-    which late data of a replay disproved, left out)."""
+    """The weak-signal alerts of one run's timeline (withdrawn ones, which late data of
+    the replay disproved, left out). A run is its own timeline: another dump replayed
+    into the same installation, even of the same days, has alerts of its own."""
     rows = client.query(
-        "SELECT severity, detector, location, key, status, first_seen, resolved_at, observed, "
-        "expected, message, example_ids FROM dallosh.alerts FINAL WHERE status != 'withdrawn' "
-        f"AND first_seen BETWEEN {_RUN_SPAN} ORDER BY first_seen, alert_id",
+        "SELECT severity, detector, detectors, location, key, status, first_seen, resolved_at, "
+        "observed, expected, message, example_ids FROM dallosh.alerts FINAL "
+        "WHERE run_id = {run:String} AND status != 'withdrawn' ORDER BY first_seen, alert_id",
         parameters={"run": run_id})
     return [dict(zip(rows.column_names, row)) for row in rows.result_rows]
 

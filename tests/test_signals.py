@@ -242,3 +242,76 @@ def test_a_tweet_counted_once_whatever_the_replays_and_redeliveries() -> None:
     assert twice.duplicates == 210 and once.duplicates == 0
     assert twice.store.minutes == once.store.minutes
     assert twice.alerts() == once.alerts()
+
+
+def _incident_day(start_minute: int, first_id: int, location: str = "Bordeaux") -> list:
+    """Eight hours of calm traffic over several cities with a one-hour local outage."""
+    events, n = [], first_id
+    for m in range(start_minute, start_minute + 8 * 60):
+        incident = start_minute + 300 <= m < start_minute + 360
+        for k in range(6 if not incident else 16):
+            n += 1
+            loc = location if incident and k >= 4 else ["Paris", "Lille", "Nice", ""][k % 4]
+            events.append((0, ev(n, m, negative=(k % 3 == 0) or (incident and k >= 4),
+                                  high=incident and k >= 4, location=loc, second=k)))
+    return events
+
+
+def test_signals_work_follows_the_tweets_not_the_calendar_between_them():
+    """A timeline holding a day of 2026 and a day three years later: the engine evaluates
+    the steps of both days plus the detectors' look-back after the first (six hours, while
+    its tweets can still move the slow-rise test), not the 315,000 steps of the years
+    between them (a replay of a dump of another year took 321 s instead of 23 s before)."""
+    one_day = SignalEngine(partitions=1)
+    one_day.feed(_incident_day(0, 0))
+    one_day.finish()
+    three_years = 3 * 365 * 24 * 60
+    spanning = SignalEngine(partitions=1)
+    spanning.feed(_incident_day(0, 0))
+    spanning.feed(_incident_day(three_years, 100_000))
+    spanning.finish()
+    assert one_day.steps_evaluated <= 8 * 12 + 12 * 6 + 12
+    lookback_steps = DetectorConfig().trend_hours * 12
+    assert spanning.steps_evaluated <= 2 * one_day.steps_evaluated + lookback_steps + 2
+    # Both incidents are found, each once, and resolved: the skipped gap changed nothing.
+    assert [(a["location"], a["status"]) for a in spanning.alerts()] == [("Bordeaux", "resolved")] * 2
+
+
+def test_late_tweets_inside_a_skipped_gap_are_evaluated_after_a_rewind():
+    """Steps skipped as quiet are re-evaluated when late data lands in them: fed in any
+    order, the timeline raises the alerts of an in-order feed."""
+    day = _incident_day(0, 0)
+    before = [(0, ev(900_000 + i, -3000 + i // 3)) for i in range(30)]  # ten minutes, two days before
+    in_order = SignalEngine(partitions=1)
+    in_order.feed(before + day)
+    in_order.finish()
+    rng = random.Random(3)
+    shuffled_batches = [day[i:i + 500] for i in range(0, len(day), 500)]
+    late_first = SignalEngine(partitions=1)
+    late_first.feed(before)           # the watermark passes the start; the rest is a gap
+    late_first.feed(day[-100:])       # the end of the day arrives first: the gap is skipped
+    rng.shuffle(shuffled_batches)
+    for batch in shuffled_batches:
+        late_first.feed(batch)
+    late_first.finish()
+    strip = lambda alerts: [{k: v for k, v in a.items() if k != "updated_at"} for a in alerts]
+    assert strip(late_first.alerts()) == strip(in_order.alerts())
+    assert [a["location"] for a in in_order.alerts()] == ["Bordeaux"]
+
+
+def test_each_timeline_has_its_own_alert_ids_and_records_its_run():
+    from stream_app.signals.windows import LIVE_TIMELINE, timeline_of
+    assert timeline_of("replay-20260312T101500-dump-abc123") == "replay-20260312T101500-dump-abc123"
+    assert timeline_of("stream-x-20260312T101500-abc123") == LIVE_TIMELINE
+    assert timeline_of("") == LIVE_TIMELINE
+    alerts = {}
+    for timeline in (LIVE_TIMELINE, "replay-a", "replay-b"):
+        engine = SignalEngine(partitions=1, timeline=timeline)
+        engine.feed(_incident_day(0, 0))
+        engine.finish()
+        (alert,) = engine.alerts()
+        assert alert["run_id"] == timeline and alert["detectors"]
+        alerts[timeline] = alert
+    assert len({a["alert_id"] for a in alerts.values()}) == 3
+    same = {k: v for k, v in alerts["replay-a"].items() if k not in ("alert_id", "run_id")}
+    assert same == {k: v for k, v in alerts["replay-b"].items() if k not in ("alert_id", "run_id")}

@@ -63,6 +63,7 @@ def run_once(tmp_path, bootstrap, name, dump, options):
         worker.stop()
     windows = {}
     for _, window in read_topic(settings.bootstrap_servers, settings.topic_windows):
+        assert window.pop("run_id") == replay.run_id   # each replay is its own timeline
         windows[(window["key"], window["window_start"])] = window   # the last revision wins
     with store_session(settings.clickhouse_dsn) as client:
         result = client.query(

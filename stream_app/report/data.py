@@ -1,14 +1,21 @@
-"""What the report shows, read from ClickHouse for one run (a replay's run id)."""
+"""What the report shows, read from ClickHouse for one run (a replay's run id).
+
+A run's alerts are those of its own timeline (``dallosh.alerts.run_id``, migration 0005):
+a replay of another dump, or the live stream, over the same dates never shows up in this
+run's report. Alerts stored before 0005 have no timeline (``run_id = ''``) and appear in
+no run's report; ``dallosh demo`` on a fresh store writes them with one."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from clickhouse_connect.driver.client import Client
 
 BUCKETS_MINUTES = (1, 5, 10, 15, 30, 60, 120, 240, 720, 1440)
 TARGET_BUCKETS = 96
+# This run's timeline, withdrawn alerts (disproved by late data of the replay) left out.
+RUN_ALERTS = "dallosh.alerts FINAL WHERE run_id = {run:String} AND status != 'withdrawn'"
 
 
 class ReportError(RuntimeError):
@@ -17,14 +24,24 @@ class ReportError(RuntimeError):
 
 @dataclass
 class Alert:
-    detector: str
+    """One incident of the run, as the report shows it."""
+    detectors: list[str]        # every detector of the incident, never empty
     location: str
     severity: str
     status: str
-    window_start: datetime
+    window_start: datetime      # the window that triggered it (not how long it lasted)
     window_end: datetime
+    first_seen: datetime
+    resolved_at: datetime | None
+    until: datetime             # resolved_at, or the run's last tweet while still firing
     message: str
     examples: list[str]
+
+
+def incident_detectors(detectors: list[str], detector: str) -> list[str]:
+    """The ``detectors`` column; rows stored before migration 0005 have an empty one and
+    name their (first) detector only."""
+    return list(detectors) or [detector]
 
 
 @dataclass
@@ -78,16 +95,18 @@ def load_report_data(client: Client, run_id: str | None = None) -> ReportData:
         f"countIf(sentiment = 'negative'), countIf(sentiment = 'positive') FROM {tweets} "
         "GROUP BY bucket ORDER BY bucket WITH FILL STEP INTERVAL {step:UInt32} MINUTE",
         step=minutes)
-    alerts = [Alert(*row[:7], examples=[t for t in row[7] if t]) for row in rows(
-        "SELECT a.detector, a.location, a.severity, a.status, a.window_start, a.window_end, "
-        "a.message, arrayMap(i -> t.texts[indexOf(t.ids, i)], arraySlice(a.example_ids, 1, 3)) "
-        "FROM (SELECT * FROM dallosh.alerts FINAL WHERE status != 'withdrawn' "
-        "      AND window_end >= {first:DateTime64(3)} "
-        "      AND window_start <= {last:DateTime64(3)}) AS a "
+    alerts = [Alert(incident_detectors(detectors, detector), location, severity, status,
+                    window_start, window_end, first_seen, resolved_at, resolved_at or last,
+                    message, [t for t in texts if t])
+              for (detectors, detector, location, severity, status, window_start, window_end,
+                   first_seen, resolved_at, message, texts) in rows(
+        "SELECT a.detectors, a.detector, a.location, a.severity, a.status, a.window_start, "
+        "a.window_end, a.first_seen, a.resolved_at, a.message, "
+        "arrayMap(i -> t.texts[indexOf(t.ids, i)], arraySlice(a.example_ids, 1, 3)) "
+        f"FROM (SELECT * FROM {RUN_ALERTS}) AS a "
         "CROSS JOIN (SELECT groupArray(id) AS ids, groupArray(text) AS texts "
         f"            FROM {tweets} AND id IN (SELECT arrayJoin(example_ids) "
-        "             FROM dallosh.alerts FINAL)) AS t ORDER BY a.window_start",
-        first=first, last=last + timedelta(seconds=1))]
+        f"             FROM {RUN_ALERTS})) AS t ORDER BY a.first_seen, a.alert_id")]
     return ReportData(
         run_id=run_id, first=first, last=last, bucket_minutes=minutes, stored=stored,
         dead_lettered=rows("SELECT count() FROM dallosh.dlq FINAL WHERE run_id = {run:String}")[0][0],

@@ -6,8 +6,9 @@ from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 
-from stream_app.report.charts import bar_rows, stacked_bar, timeline_svg
-from stream_app.report.data import ReportData
+from stream_app.report.charts import (alert_title, bar_rows, stacked_bar, timeline_legend,
+                                      timeline_svg)
+from stream_app.report.data import Alert, ReportData
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
@@ -17,14 +18,18 @@ section{background:#fff;border-radius:8px;padding:16px 20px;margin:16px 0;box-sh
 h2{font-size:16px;margin:0 0 12px}.kpis{display:flex;gap:12px;flex-wrap:wrap}
 .kpi{flex:1;min-width:140px;background:#fff;border-radius:8px;padding:12px 16px;box-shadow:0 1px 2px #0001}
 .kpi b{display:block;font-size:24px}.kpi span{color:#5b6578;font-size:12px}
-.chart{width:100%;height:auto}.bar{fill:#8fb3e8}.negative{fill:none;stroke:#d6453d;stroke-width:2}
-.alert-band{fill:#d6453d22;stroke:#d6453d;stroke-dasharray:3 2}.alert-label{font-size:11px;fill:#a3271f}
+.chart{width:100%;height:auto}.bar{fill:#8fb3e8}.negative{fill:none;stroke:#d6453d;stroke-width:2;stroke-linejoin:round}
+.alert-band{fill:#d6453d1a;stroke:#d6453d;stroke-dasharray:3 2}.alert-tie{stroke:#d6453d;stroke-width:1}
+.alert-chip rect{fill:#fff5f4;stroke:#d6453d}.alert-label{font-size:11px;fill:#a3271f}
+.negative-dot{fill:#d6453d}
 .axis{font-size:11px;fill:#5b6578}.axis.neg{fill:#d6453d}.baseline{stroke:#9aa3b2}
 .bars{display:grid;gap:6px}.bar-row{display:grid;grid-template-columns:150px 1fr 170px;gap:8px;align-items:center}
 .bar-track{background:#eef1f5;border-radius:3px;height:14px}.bar-fill{display:block;height:14px;background:#8fb3e8;border-radius:3px;position:relative}
 .bar-part{display:block;height:14px;background:#d6453d;border-radius:3px 0 0 3px}.bar-value{font-variant-numeric:tabular-nums}
 .stacked{display:flex;height:22px;border-radius:4px;overflow:hidden}.seg{display:block;height:22px}
 .key{display:inline-block;width:10px;height:10px;margin:0 4px 0 10px;border-radius:2px}
+.key.swatch-bar{background:#8fb3e8}.key.swatch-line{background:#d6453d;height:3px;vertical-align:middle}
+.key.swatch-band{background:#d6453d22;border:1px dashed #d6453d;box-sizing:border-box}
 .p0{background:#d6453d}.p1{background:#f0a030}.p2{background:#8fb3e8}.neg{background:#d6453d}.neu{background:#b7bfcc}.pos{background:#3aa36b}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:6px 8px;border-bottom:1px solid #eef1f5;vertical-align:top}
 th{cursor:pointer;color:#5b6578;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -67,6 +72,26 @@ def _table(headers: list[str], rows: list[list[object]]) -> str:
     return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def _span(start: datetime, end: datetime) -> str:
+    """``2026-03-12 14:25 → 17:30`` (the end's date too when it is another day)."""
+    same_day = end.date() == start.date()
+    return f"{start:%Y-%m-%d %H:%M} → {end.strftime('%H:%M' if same_day else '%Y-%m-%d %H:%M')}"
+
+
+def _alert_html(number: int, alert: Alert) -> str:
+    """One alert, numbered like its band on the timeline: every detector of the incident
+    in the heading, how long it ran (as the terminal says it), the trigger window below."""
+    if alert.resolved_at is not None:
+        ran = f"{_span(alert.first_seen, alert.resolved_at)} UTC"
+    else:
+        ran = f"{alert.first_seen:%Y-%m-%d %H:%M} UTC → still firing at the end of the data"
+    return (f'<div class="alert"><b>{number}. {escape(alert.severity.upper())} · '
+            f'{escape(alert_title(alert))}</b> — {ran} ({escape(alert.status)})<br>'
+            f'{escape(alert.message)} <small>(triggered by the window '
+            f'{_span(alert.window_start, alert.window_end)} UTC)</small>'
+            + "".join(f"<q>{escape(t)}</q>" for t in alert.examples) + "</div>")
+
+
 def render_report(data: ReportData, generated_at: datetime | None = None) -> str:
     generated_at = generated_at or datetime.now(timezone.utc)
     negative = data.sentiments.get("negative", 0)
@@ -78,12 +103,8 @@ def render_report(data: ReportData, generated_at: datetime | None = None) -> str
             ("net sentiment", f"{(positive - negative) / data.stored:+.0%}"),
             ("high priority (P0)", f"{high / data.stored:.0%}"), ("alerts", str(len(data.alerts))),
             ("classifier cost", f"${cost:,.4f}")]
-    alerts = "".join(
-        f'<div class="alert"><b>{escape(a.severity.upper())} · {escape(a.detector)}'
-        f'{" · " + escape(a.location) if a.location else ""}</b> — {a.window_start:%Y-%m-%d %H:%M}'
-        f'–{a.window_end:%H:%M} UTC ({escape(a.status)})<br>{escape(a.message)}'
-        + "".join(f"<q>{escape(t)}</q>" for t in a.examples) + "</div>"
-        for a in data.alerts) or "<p>No alert was raised during this replay.</p>"
+    alerts = "".join(_alert_html(n, a) for n, a in enumerate(data.alerts, 1)) \
+        or "<p>No alert was raised during this replay.</p>"
     priorities = stacked_bar([(PRIORITY_NAMES.get(p, (f"P{p}", "p2"))[0], n,
                                PRIORITY_NAMES.get(p, ("", "p2"))[1])
                               for p, n in sorted(data.priorities.items())])
@@ -106,8 +127,8 @@ def render_report(data: ReportData, generated_at: datetime | None = None) -> str
 <p>Run {escape(data.run_id)} · tweets from {data.first:%Y-%m-%d %H:%M} to {data.last:%Y-%m-%d %H:%M} UTC</p></header>
 <main>
 <div class="kpis">{kpi_html}</div>
-<section><h2>Timeline: tweets per {data.bucket_minutes} min (bars), negative share (red line), alerts (red bands)</h2>
-{timeline_svg(data.timeline, data.alerts, data.bucket_minutes)}</section>
+<section><h2>Timeline</h2>
+{timeline_svg(data.timeline, data.alerts, data.bucket_minutes)}{timeline_legend(data.bucket_minutes)}</section>
 <section><h2>Alerts</h2>{alerts}</section>
 <div class="two">
 <section><h2>Topics (red: negative)</h2>{bar_rows(data.topics, second_label="negative")}</section>

@@ -6,9 +6,13 @@ classified topic (the watermark is the minimum over partitions, and the detector
 locations), so it runs in one process: the ``all`` and ``sink`` roles, which are
 singletons. Its state is recoverable: every touched one-minute aggregate and each
 partition's latest event time are written to a compacted changelog topic
-(``<app_id>-signals-state``), and after a restart the engine is rebuilt from it before
-the first batch and re-evaluated (alerts keep their ids, so re-published alerts replace
-their rows).
+(``<app_id>-signals-state``, keys prefixed by their timeline), and after a restart each
+timeline's engine is rebuilt from it before the first batch and re-evaluated (alerts keep
+their ids, so re-published alerts replace their rows).
+
+Timelines: one engine per replay run and one for the live stream (see
+:mod:`stream_app.signals.windows`), so a dump of another year never moves another
+timeline's watermark, baselines or alerts.
 
 Why not a Faust ``Table``: a worker whose app has a table goes through Faust's changelog
 recovery on start, and that races with the other agents of the process (faust-streaming
@@ -23,6 +27,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import OrderedDict
 
 import faust
 
@@ -32,13 +37,15 @@ from stream_app.records import Alert, ClassifiedTweet, DeadLetter
 from stream_app.settings import Settings
 from stream_app.signals.detectors import DetectorConfig
 from stream_app.signals.engine import SignalEngine
-from stream_app.signals.windows import MINUTE, Aggregate, TweetEvent
+from stream_app.signals.windows import (LIVE_TIMELINE, MINUTE, REPLAY_PREFIX, Aggregate,
+                                        TweetEvent)
 from stream_app.topics import PipelineTopics
 
 log = logging.getLogger(__name__)
 STAGE = "signals"
 BATCH = 500
 PARTITION_PREFIX = "__partition__|"
+MAX_TIMELINES = 8         # replays followed at once, besides live (see Timelines)
 
 
 def detector_config(settings: Settings) -> DetectorConfig:
@@ -50,9 +57,10 @@ def detector_config(settings: Settings) -> DetectorConfig:
                           resolve_minutes=settings.signals_resolve_minutes)
 
 
-def build_engine(settings: Settings) -> SignalEngine:
+def build_engine(settings: Settings, timeline: str = LIVE_TIMELINE) -> SignalEngine:
     return SignalEngine(detector_config(settings), settings.signals_allowed_lateness_s,
-                        settings.signals_revision_horizon_s, partitions=settings.partitions)
+                        settings.signals_revision_horizon_s, partitions=settings.partitions,
+                        timeline=timeline)
 
 
 def state_topic_name(settings: Settings) -> str:
@@ -68,69 +76,142 @@ async def read_state(settings: Settings) -> dict[str, dict]:
     return {key.decode(): json.loads(value) for key, value in values.items() if value}
 
 
+def state_key(timeline: str, name: str) -> str:
+    """A changelog key: ``<timeline>|<key>|<minute>`` or ``<timeline>|__partition__|<p>``."""
+    return f"{timeline}|{name}"
+
+
+def split_state_key(name: str) -> tuple[str, str]:
+    """(timeline, rest) of a changelog key. Keys written before timelines existed
+    (``<key>|<minute>``) belong to the live timeline."""
+    first, _, rest = name.partition("|")
+    if first == LIVE_TIMELINE or first.startswith(REPLAY_PREFIX):
+        return first, rest
+    return LIVE_TIMELINE, name
+
+
+def restore_engines(settings: Settings, state: dict[str, dict]) -> dict[str, SignalEngine]:
+    """One engine per timeline found in the recovered state."""
+    by_timeline: dict[str, dict[str, dict]] = {}
+    for name, value in state.items():
+        timeline, rest = split_state_key(name)
+        by_timeline.setdefault(timeline, {})[rest] = value
+    engines = {}
+    for timeline, cells in by_timeline.items():
+        engines[timeline] = engine = build_engine(settings, timeline)
+        restore_engine(engine, cells)
+    return engines
+
+
 def restore_engine(engine: SignalEngine, state: dict[str, dict]) -> None:
-    """Load recovered state (``key|minute`` -> aggregate, partition -> latest time)."""
+    """Load one timeline's recovered state (``key|minute`` -> aggregate, partition -> latest time)."""
     for name, value in state.items():
         if name.startswith(PARTITION_PREFIX):
             engine.partition_max[int(name[len(PARTITION_PREFIX):])] = value["time"]
             continue
         key, _, minute = name.rpartition("|")
-        engine.store.minutes.setdefault(key, {})[int(minute)] = Aggregate.from_dict(value)
-        first = engine.store.first_minute.get(key)
-        engine.store.first_minute[key] = int(minute) if first is None else min(first, int(minute))
+        engine.store.add_cell(key, int(minute), Aggregate.from_dict(value))
+
+
+class Timelines:
+    """The engines of the timelines this worker is following, least recently fed first.
+
+    A replay's timeline is finished when its dump has been read, but nothing tells the
+    stage so; past ``MAX_TIMELINES`` the one fed least recently is dropped and its
+    changelog cells deleted (tombstones), so state stays bounded however many dumps an
+    installation replays (the live timeline is never dropped). Its alerts are in ClickHouse already; a replay resumed after
+    that starts a fresh timeline for the rows it still sends.
+    """
+
+    def __init__(self, settings: Settings, engines: dict[str, SignalEngine]) -> None:
+        self.settings = settings
+        self.engines: OrderedDict[str, SignalEngine] = OrderedDict(engines)
+
+    def engine(self, timeline: str) -> tuple[SignalEngine, list[SignalEngine]]:
+        """The timeline's engine (made if new) and any engines evicted to make room."""
+        engine = self.engines.get(timeline)
+        if engine is None:
+            engine = self.engines[timeline] = build_engine(self.settings, timeline)
+        self.engines.move_to_end(timeline)
+        evicted = []
+        replays = [name for name in self.engines if name != LIVE_TIMELINE]  # oldest first
+        for name in replays[:max(0, len(replays) - MAX_TIMELINES)]:
+            evicted.append(self.engines.pop(name))
+        return engine, evicted
 
 
 def register_signals_agent(app: faust.App, topics: PipelineTopics, settings: Settings) -> None:
     state_topic = app.topic(state_topic_name(settings), key_type=bytes, value_type=bytes,
                             key_serializer="raw", value_serializer="raw", partitions=1)
-    holder: list[SignalEngine] = []
+    holder: list[Timelines] = []
 
-    async def save(name: str, value: dict) -> None:
-        await state_topic.send(key=name.encode(), value=json.dumps(value).encode())
+    async def save(timeline: str, name: str, value: dict | None) -> None:
+        payload = None if value is None else json.dumps(value).encode()  # None: a tombstone
+        await state_topic.send(key=state_key(timeline, name).encode(), value=payload)
+
+    async def forget(engine: SignalEngine) -> None:
+        for key, series in engine.store.minutes.items():
+            for minute in series:
+                await save(engine.timeline, f"{key}|{minute}", None)
+        for partition in engine.partition_max:
+            await save(engine.timeline, f"{PARTITION_PREFIX}{partition}", None)
+        log.info("signals: timeline %s dropped from memory (least recently fed)", engine.timeline)
 
     @app.agent(topics.classified, name="signals")
     async def signals(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH, within=1.0):
             if not holder:
-                engine = build_engine(settings)
-                restore_engine(engine, await read_state(settings))
-                holder.append(engine)
-                if engine.store.minutes:
-                    log.info("signals: state recovered (%d keys)", len(engine.store.minutes))
-            engine = holder[0]
+                engines = restore_engines(settings, await read_state(settings))
+                holder.append(Timelines(settings, engines))
+                if engines:
+                    log.info("signals: state recovered (%d timelines)", len(engines))
+            timelines = holder[0]
             metrics.MESSAGES_IN.labels(STAGE).inc(len(events))
-            batch = []
+            batches: dict[str, list[tuple[int, TweetEvent]]] = {}
             for event in events:
                 try:
                     tweet = ClassifiedTweet.from_json(event.value)
-                    batch.append((event.message.partition, TweetEvent.from_tweet(tweet)))
+                    tweet_event = TweetEvent.from_tweet(tweet)
                 except (ValueError, TypeError, KeyError) as exc:
                     await topics.send_dead_letter(DeadLetter.build(
                         stage=STAGE, payload=event.value,
                         reason=f"undecodable classified record: {exc}"))
-            late_before = engine.late_events + engine.dropped_late
-            duplicates_before = engine.duplicates
-            # In a thread: revising late windows can take a while, and the clean and
-            # classify agents share this event loop.
-            output = await asyncio.to_thread(engine.feed, batch)
-            metrics.ERRORS.labels(STAGE, "late_tweet").inc(engine.late_events + engine.dropped_late
-                                                           - late_before)
-            metrics.ERRORS.labels(STAGE, "duplicate_tweet").inc(engine.duplicates - duplicates_before)
-            # Each touched cell once per batch: a batch often holds hundreds of tweets of
-            # the same few minutes, and every write is a changelog message.
-            touched = {(key, int(tweet_event.time // MINUTE))
-                       for _, tweet_event in batch for key in tweet_event.keys()}
-            for key, minute in touched:
-                aggregate = engine.store.minutes.get(key, {}).get(minute)
-                if aggregate is not None:
-                    await save(f"{key}|{minute}", aggregate.to_dict())
-            for partition, latest in engine.partition_max.items():
-                await save(f"{PARTITION_PREFIX}{partition}", {"time": latest})
-            for window in output.windows:
-                await topics.windows.send(key=f"{window['key']}|{window['window_start']}".encode(),
-                                          value=json.dumps(window, ensure_ascii=False).encode())
-            version = time.time_ns() // 1000
-            for i, record in enumerate(output.alerts):
-                alert = Alert(**record, version=version + i)
-                await topics.alerts.send(key=alert.alert_id.encode(), value=alert.to_json())
-            metrics.MESSAGES_OUT.labels(STAGE).inc(len(output.alerts))
+                    continue
+                batches.setdefault(tweet_event.timeline, []).append(
+                    (event.message.partition, tweet_event))
+            for timeline, batch in batches.items():
+                engine, evicted = timelines.engine(timeline)
+                for old in evicted:
+                    await forget(old)
+                await _feed(engine, batch, save, topics)
+
+
+async def _feed(engine: SignalEngine, batch: list[tuple[int, TweetEvent]], save, topics: PipelineTopics) -> None:
+    """One timeline's share of a batch: windows, changelog, alerts."""
+    late_before = engine.late_events + engine.dropped_late
+    duplicates_before = engine.duplicates
+    # In a thread: revising late windows can take a while, and the clean and
+    # classify agents share this event loop.
+    output = await asyncio.to_thread(engine.feed, batch)
+    metrics.ERRORS.labels(STAGE, "late_tweet").inc(engine.late_events + engine.dropped_late
+                                                   - late_before)
+    metrics.ERRORS.labels(STAGE, "duplicate_tweet").inc(engine.duplicates - duplicates_before)
+    # Each touched cell once per batch: a batch often holds hundreds of tweets of
+    # the same few minutes, and every write is a changelog message.
+    touched = {(key, int(tweet_event.time // MINUTE))
+               for _, tweet_event in batch for key in tweet_event.keys()}
+    for key, minute in touched:
+        aggregate = engine.store.minutes.get(key, {}).get(minute)
+        if aggregate is not None:
+            await save(engine.timeline, f"{key}|{minute}", aggregate.to_dict())
+    for partition, latest in engine.partition_max.items():
+        await save(engine.timeline, f"{PARTITION_PREFIX}{partition}", {"time": latest})
+    for window in output.windows:
+        await topics.windows.send(
+            key=f"{window['run_id']}|{window['key']}|{window['window_start']}".encode(),
+            value=json.dumps(window, ensure_ascii=False).encode())
+    version = time.time_ns() // 1000
+    for i, record in enumerate(output.alerts):
+        alert = Alert(**record, version=version + i)
+        await topics.alerts.send(key=alert.alert_id.encode(), value=alert.to_json())
+    metrics.MESSAGES_OUT.labels(STAGE).inc(len(output.alerts))

@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterable
 from stream_app.records import iso
 from stream_app.signals.detectors import (DAY_MINUTES, DetectorConfig, Evidence, Signal,
                                           step_evidence)
-from stream_app.signals.windows import HOUR_MINUTES, KEY_ALL, MINUTE, STEP_MINUTES, WindowStore
+from stream_app.signals.windows import (HOUR_MINUTES, KEY_ALL, LIVE_TIMELINE, MINUTE, STEP_MINUTES,
+                                        WindowStore)
 
 SEVERITY_RANK = {"warning": 1, "major": 2, "critical": 3}
 REOPEN_MINUTES = 60
@@ -56,6 +57,7 @@ class OpenAlert:
     example_ids: list[str]
     scope: str
     detectors: list[str] = field(default_factory=list)
+    timeline: str = LIVE_TIMELINE
     updated_minute: int = 0
     quiet_since: int | None = None
     resolved_minute: int | None = None
@@ -73,6 +75,7 @@ class OpenAlert:
                         f"observed {self.observed:g} vs expected {self.expected:g}"),
             "first_seen": minute_iso(self.first_minute), "updated_at": minute_iso(self.updated_minute),
             "resolved_at": minute_iso(self.resolved_minute) if self.resolved_minute is not None else None,
+            "run_id": self.timeline, "detectors": list(self.detectors),
         }
 
 
@@ -251,8 +254,9 @@ def group_signals(signals: list[Signal], store: WindowStore, step: int, cfg: Det
 class AlertTracker:
     """Hysteresis and deduplication: one alert per incident key at a time."""
 
-    def __init__(self, cfg: DetectorConfig) -> None:
+    def __init__(self, cfg: DetectorConfig, timeline: str = LIVE_TIMELINE) -> None:
         self.cfg = cfg
+        self.timeline = timeline
         self.alerts: dict[str, OpenAlert] = {}   # incident key -> latest alert (open or recent)
         self.history: dict[str, OpenAlert] = {}  # alert_id -> alert, within the revision horizon
 
@@ -261,6 +265,9 @@ class AlertTracker:
 
     def restore(self, state: tuple[dict[str, OpenAlert], dict[str, OpenAlert]]) -> None:
         self.alerts, self.history = copy.deepcopy(state)
+
+    def any_open(self) -> bool:
+        return any(alert.resolved_minute is None for alert in self.alerts.values())
 
     def national_open(self) -> bool:
         alert = self.alerts.get(KEY_ALL)
@@ -324,13 +331,17 @@ class AlertTracker:
 
     def _open(self, key: str, step: int, signal: Signal, store: WindowStore) -> OpenAlert:
         location = key[len(LOCATION_PREFIX):] if key.startswith(LOCATION_PREFIX) else ""
-        digest = hashlib.sha256(f"{key}\x1f{step}".encode()).hexdigest()[:24]
+        # The timeline is part of the id: the same incident in two replays is two alerts.
+        # (The live timeline keeps the ids it always had.)
+        seed = f"{key}\x1f{step}" if self.timeline == LIVE_TIMELINE else f"{self.timeline}\x1f{key}\x1f{step}"
+        digest = hashlib.sha256(seed.encode()).hexdigest()[:24]
         alert = OpenAlert(alert_id=digest, detector=signal.detector, key=key, location=location,
                           severity=signal.severity, first_minute=step - STEP_MINUTES,
                           window_start=step - STEP_MINUTES, window_end=step,
                           observed=signal.observed, expected=signal.expected, score=signal.score,
                           example_ids=store.examples(key, step - HOUR_MINUTES, step),
-                          scope="local" if location else "national", detectors=[signal.detector])
+                          scope="local" if location else "national", detectors=[signal.detector],
+                          timeline=self.timeline)
         alert.updated_minute = step
         return alert
 

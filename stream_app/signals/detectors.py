@@ -88,9 +88,11 @@ def baseline_negative(store: WindowStore, key: str, step: int, minutes: int) -> 
 
     A past period standing far above the others (an incident then) is left out; see
     :func:`without_past_incident`. NaN when the key has less than an hour of history.
+    History starts with the key's first tweet, or after the timeline's last day-long
+    gap without tweets (:meth:`WindowStore.history_start`), whichever is later.
     """
     start = step - minutes
-    first = store.first_minute.get(key, start)
+    first = max(store.first_minute.get(key, start), store.history_start(start) or start)
     for period, count in ((WEEK_MINUTES, SEASONAL_WEEKS), (DAY_MINUTES, SEASONAL_DAYS)):
         back = [n for n in range(1, count + 1) if start - n * period - 30 >= first]
         if len(back) >= (MIN_WEEKS if period == WEEK_MINUTES else 1):

@@ -15,7 +15,16 @@ re-published with status ``withdrawn``. A replay at ``--max`` interleaves partit
 and classification batches hours apart, so this is what makes replays speed-independent.
 Tweets older than the revision horizon behind the watermark are counted and left out
 of the windows (they still reach ClickHouse through the sink). A tweet id already in the
-windows (the same dump replayed again, a redelivery after a crash) is counted once.
+windows (a redelivery after a crash) is counted once.
+
+One engine is one timeline (see :mod:`stream_app.signals.windows`): the agent keeps one per
+replay run and one for the live stream, so their watermarks, baselines and alerts never mix.
+
+Cost is bound to the data: a step is evaluated only while some tweet lies within the
+detectors' look-back (``trend_hours``) or an alert is still open; across a gap with
+neither (a dump spanning two years, a night without a tweet) the engine jumps to the step
+of the next tweet. Skipped steps change nothing: no detector fires without tweets, and an
+alert with nothing open has nothing to resolve.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from stream_app.signals.alerts import AlertTracker, group_signals
 from stream_app.signals.detectors import (SEASONAL_WEEKS, WEEK_MINUTES, DetectorConfig, Evidence,
                                           burst, slow_rise, step_evidence, threshold)
 from stream_app.signals.windows import (MINUTE, STEP_MINUTES, Aggregate, TweetEvent, WindowStore,
-                                        window_record)
+                                        LIVE_TIMELINE, window_record)
 
 DETAIL_MINUTES = 26 * 60      # minutes keeping authors/terms/examples; older: counts only
 RETENTION_MINUTES = 16 * 24 * 60
@@ -48,13 +57,15 @@ class EngineOutput:
 
 class SignalEngine:
     def __init__(self, cfg: DetectorConfig | None = None, allowed_lateness_s: float = 120.0,
-                 revision_horizon_s: float = 24 * 3600.0, partitions: int = 1) -> None:
+                 revision_horizon_s: float = 24 * 3600.0, partitions: int = 1,
+                 timeline: str = LIVE_TIMELINE) -> None:
         self.cfg = cfg or DetectorConfig()
+        self.timeline = timeline
         self.lateness = allowed_lateness_s
         self.horizon_minutes = int(revision_horizon_s // MINUTE)
         self.partitions = partitions             # the watermark waits until each has been seen
         self.store = WindowStore()
-        self.tracker = AlertTracker(self.cfg)
+        self.tracker = AlertTracker(self.cfg, timeline)
         self.partition_max: dict[int, float] = {}
         self.closed_until: int | None = None     # minutes < this are closed
         self.evaluated_until: int | None = None  # last evaluated step (a multiple of 5)
@@ -66,7 +77,8 @@ class SignalEngine:
         self.events = 0
         self.late_events = 0                     # applied to closed windows (revisions)
         self.dropped_late = 0                    # older than the revision horizon
-        self.duplicates = 0                      # tweet ids already counted (replays, redeliveries)
+        self.duplicates = 0                      # tweet ids already counted (redeliveries)
+        self.steps_evaluated = 0                 # what the work is proportional to
 
     # ------------------------------------------------------------------ feeding
 
@@ -92,7 +104,8 @@ class SignalEngine:
             if event.time > self.partition_max.get(partition, float("-inf")):
                 self.partition_max[partition] = event.time
         out = EngineOutput()
-        out.windows += [window_record(k, m, self.store.minutes[k][m]) for k, m in sorted(revised)]
+        out.windows += [window_record(k, m, self.store.minutes[k][m], self.timeline)
+                        for k, m in sorted(revised)]
         if dirty_step is not None and self.evaluated_until is not None and dirty_step <= self.evaluated_until:
             self._rewind(dirty_step)
         out.extend(self._advance())
@@ -126,21 +139,41 @@ class SignalEngine:
             for key in sorted(self.store.minutes):
                 series = self.store.minutes[key]
                 for minute in sorted(m for m in series if previous <= m < closed):
-                    out.windows.append(window_record(key, minute, series[minute]))
+                    out.windows.append(window_record(key, minute, series[minute], self.timeline))
             self.closed_until = closed
         elif self.closed_until is None:
             self.closed_until = closed
         last_step = (self.closed_until // STEP_MINUTES) * STEP_MINUTES
         first_step = (self.evaluated_until + STEP_MINUTES if self.evaluated_until is not None
                       else (min(self.store.first_minute.values()) // STEP_MINUTES + 1) * STEP_MINUTES)
-        for step in range(first_step, last_step + 1, STEP_MINUTES):
+        step = first_step
+        while step <= last_step:
+            if not self._has_work(step):
+                step = self._next_step_with_data(step)
+                if step is None or step > last_step:
+                    self.evaluated_until = last_step  # the quiet steps are settled
+                    break
+                continue
             self._evaluate(step)
             self.evaluated_until = step
+            step += STEP_MINUTES
         out.alerts = self._alert_changes()
         self._prune()
         return out
 
+    def _has_work(self, step: int) -> bool:
+        """Whether evaluating ``step`` can change anything: a tweet within the detectors'
+        look-back, or an alert still open (it must see its quiet steps to resolve)."""
+        lookback = self.cfg.trend_hours * 60
+        return self.tracker.any_open() or self.store.has_data(step - lookback, step)
+
+    def _next_step_with_data(self, step: int) -> int | None:
+        """The first step after ``step`` whose window holds a tweet (None: no tweet yet)."""
+        minute = self.store.next_data_minute(step)
+        return None if minute is None else (minute // STEP_MINUTES + 1) * STEP_MINUTES
+
     def _evaluate(self, step: int) -> None:
+        self.steps_evaluated += 1
         self.snapshots[step] = self.tracker.snapshot()
         keys = self.store.keys_active_since(step - self.cfg.trend_hours * 60)
         signals = []
@@ -172,13 +205,14 @@ class SignalEngine:
         for cached in [k for k in self.evidence if k[1] >= step]:
             del self.evidence[cached]
         steps = [s for s in self.snapshots if s >= step]
-        if not steps:
-            return
-        first = min(steps)
-        self.tracker.restore(self.snapshots[first])
-        for s in steps:
-            del self.snapshots[s]
-        self.evaluated_until = first - STEP_MINUTES
+        if steps:
+            first = min(steps)
+            self.tracker.restore(self.snapshots[first])
+            for s in steps:
+                del self.snapshots[s]
+        # Steps from ``step`` to the first evaluated one were skipped as quiet: they left
+        # the alert state as it was, so evaluation resumes at ``step`` itself.
+        self.evaluated_until = step - STEP_MINUTES
 
     def _alert_changes(self) -> list[dict]:
         current = {a.alert_id: a.to_record() for a in self.tracker.history.values()}
@@ -214,7 +248,7 @@ class SignalEngine:
         self.settled.update(self.tracker.forget_resolved_before(horizon))
         for key, series in self.store.minutes.items():
             for minute in [m for m in series if m < self.evaluated_until - RETENTION_MINUTES]:
-                del series[minute]
+                self.store.forget(key, minute)
             for minute, agg in series.items():
                 if minute < self.evaluated_until - DETAIL_MINUTES and (agg.authors or agg.ids):
                     series[minute] = Aggregate(agg.volume, agg.negative, agg.high)

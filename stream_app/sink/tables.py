@@ -23,8 +23,8 @@ class TableSpec:
 TWEETS = TableSpec(
     table="dallosh.tweets", record_type=ClassifiedTweet,
     columns=("id", "created_at", "author", "author_location", "in_reply_to", "retweet_count",
-             "favorite_count", "is_retweet", "text", "text_clean", "mentions", "hashtags",
-             "emojis", "pii_kinds", "duplicate_of", "dedup_kind", "relevance", "brand",
+             "favorite_count", "is_retweet", "text", "text_clean", "text_scrubbed", "mentions",
+             "hashtags", "emojis", "pii_kinds", "duplicate_of", "dedup_kind", "relevance", "brand",
              "lang", "location",
              "region_code", "sentiment", "priority", "topic", "team", "confidence", "tier",
              "provider", "model", "reason", "run_id", "source", "ingested_at",
@@ -48,5 +48,5 @@ ALERTS = TableSpec(
     table="dallosh.alerts", record_type=Alert,
     columns=("alert_id", "detector", "key", "location", "severity", "status", "window_start",
              "window_end", "observed", "expected", "score", "example_ids", "message", "first_seen",
-             "updated_at", "resolved_at", "version"),
+             "updated_at", "resolved_at", "version", "run_id", "detectors"),
 )
