@@ -8,7 +8,12 @@ not delayed; :meth:`flush` returns only when everything appended so far is durab
 the broker.
 
 Partitioning is ``crc32(key) % partitions`` (librdkafka's "consistent" partitioner):
-the same tweet id always lands on the same partition whichever connector sends it.
+the same tweet id always lands on the same partition whichever connector sends it. A
+replay passes its run id as the partition key instead: a dump is one timeline, and the
+clean stage must see it in file order for its dedup decisions ("which copy is the
+original") to be the same on every replay of it, whatever the interleaving of partitions
+(the message key stays the tweet id). The classify stage, where the cost is, still spreads
+a replay over every partition: clean tweets are keyed by their original's id.
 """
 
 from __future__ import annotations
@@ -80,18 +85,22 @@ class RawProducer:
         finally:
             await self._producer.stop()
 
-    async def send_raw(self, record: Mapping[str, Any]) -> None:
-        """Send one raw tweet (already validated with ``raw_tweet_problem``)."""
+    async def send_raw(self, record: Mapping[str, Any], partition_key: str | None = None) -> None:
+        """Send one raw tweet (already validated with ``raw_tweet_problem``), keyed by its
+        id, on the partition of ``partition_key`` (default: the id)."""
         payload = _encode_json(record).encode()
-        await self._append(self._settings.topic_raw, str(record["id"]).encode(), payload)
+        key = str(record["id"]).encode()
+        await self._append(self._settings.topic_raw, key, payload,
+                           partition_key.encode() if partition_key is not None else key)
 
     async def send_dead_letter(self, dead: DeadLetter) -> None:
         await self._append(self._settings.topic_dlq,
                            (dead.tweet_id or dead.dead_letter_id).encode(), dead.to_json())
 
-    async def _append(self, topic: str, key: bytes, value: bytes) -> None:
+    async def _append(self, topic: str, key: bytes, value: bytes,
+                      partition_key: bytes | None = None) -> None:
         partitions = self._partitions[topic]
-        slot = (topic, partitions[zlib.crc32(key) % len(partitions)])
+        slot = (topic, partitions[zlib.crc32(partition_key or key) % len(partitions)])
         batch = self._open.get(slot)
         if batch is None:
             batch = self._open[slot] = _OpenBatch(self._producer.create_batch(), time.monotonic())

@@ -104,10 +104,13 @@ def stream_x(rules: tuple[str, ...], rules_file: Path | None, base_url: str | No
     already active on the project apply (`dallosh stream x-rules` shows them).
     """
     from connectors.live.runner import stream_to_kafka
+    from connectors.live.stream import check_token_url
     from connectors.live.x_stream import XStream
     settings = current_settings()
     _setup_stream_logging(settings)
     wanted = _wanted_rules(rules, rules_file, settings)
+    base_url = base_url or settings.x_api_url
+    check_token_url(base_url, "X API base URL")  # before Kafka is touched: a config error
     name = name or "x-stream"
     serve_metrics(settings.stream_metrics_port)
 
@@ -116,7 +119,7 @@ def stream_x(rules: tuple[str, ...], rules_file: Path | None, base_url: str | No
         await ensure_topics(settings.bootstrap_servers, [settings.topic_raw, settings.topic_dlq],
                             settings.partitions)
         async with XStream(os.environ.get("X_BEARER_TOKEN", "").strip(),
-                           base_url=base_url or settings.x_api_url,
+                           base_url=base_url,
                            stall_timeout=stall_timeout or settings.stream_stall_timeout,
                            backfill_minutes=(settings.x_backfill_minutes if backfill_minutes is None
                                              else backfill_minutes)) as source:

@@ -35,3 +35,23 @@ def test_every_tweet_comes_back_once_and_copies_cost_nothing(counter):
         assert by_id["5"].provider == "rules"  # its original is unknown here: classified
         assert sum(c.tweets for c in calls) == 1
     asyncio.run(main())
+
+
+def test_a_copy_in_the_same_window_as_its_original_reuses_it_as_one_window_later_would(counter):
+    """Window boundaries fall where timing puts them; whether a copy is reused must not
+    depend on them, or two replays of one dump end with different tiers."""
+    async def main():
+        cascade = Cascade([], OpenAICompatibleClient(trust_env=False), counter, TOPICS, DEFAULT_TEAMS)
+        original = clean_tweet("1", "panne fibre à Lyon depuis ce matin, inadmissible")
+        copy = clean_tweet("2", "panne fibre à Lyon depuis ce matin inadmissible !!", duplicate_of="1",
+                           dedup_kind="near_duplicate")
+        together, calls = await classify_window([original, copy], cascade, RecentClassifications())
+        apart_recent = RecentClassifications()
+        apart = (await classify_window([original], cascade, apart_recent))[0] + \
+            (await classify_window([copy], cascade, apart_recent))[0]
+        facts = lambda results: sorted((t.id, t.sentiment, t.priority, t.topic, t.tier, t.provider)
+                                       for t in results)
+        assert facts(together) == facts(apart)
+        assert {t.id: t.provider for t in together}["2"] == "dedup"
+        assert sum(c.tweets for c in calls) == 1
+    asyncio.run(main())

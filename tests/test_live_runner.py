@@ -135,25 +135,37 @@ def test_a_post_that_cannot_be_converted_is_dead_lettered():
     assert sink.dead[0].tweet_id == "5"
 
 
-@pytest.mark.integration
-def test_stream_into_the_real_broker(tmp_path, kafka_bootstrap):
+async def consume_topic(settings, topic: str, n: int, *, extra_wait_ms: int = 0
+                        ) -> list[tuple[str, dict]]:
+    """(key, value) of the first ``n`` records of ``topic`` (30 s at most), plus any
+    that arrive within ``extra_wait_ms`` after them (to see a duplicate)."""
     from aiokafka import AIOKafkaConsumer
 
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    got: list[tuple[str, dict]] = []
+
+    def add(batch) -> None:
+        got.extend(((m.key or b"").decode(), json.loads(m.value))
+                   for ms in batch.values() for m in ms)
+    try:
+        async with asyncio.timeout(30):
+            while len(got) < n:
+                add(await consumer.getmany(timeout_ms=500))
+            if extra_wait_ms:
+                add(await consumer.getmany(timeout_ms=extra_wait_ms))
+    finally:
+        await consumer.stop()
+    return got
+
+
+@pytest.mark.integration
+def test_stream_into_the_real_broker(tmp_path, kafka_bootstrap):
     settings = isolated_settings(tmp_path / "data", kafka_bootstrap)
 
     async def consume(topic: str, n: int) -> list[tuple[str, dict]]:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
-        await consumer.start()
-        got: list[tuple[str, dict]] = []
-        try:
-            async with asyncio.timeout(30):
-                while len(got) < n:
-                    batch = await consumer.getmany(timeout_ms=500)
-                    got += [(m.key.decode(), json.loads(m.value)) for ms in batch.values() for m in ms]
-        finally:
-            await consumer.stop()
-        return got
+        return await consume_topic(settings, topic, n)
 
     async def main():
         async with FakeServer() as server:

@@ -499,11 +499,64 @@ def test_a_lost_probe_is_released_after_the_probe_timeout_and_abandon_frees_it()
     breaker = CircuitBreaker(consecutive_failures=1, probe_timeout_s=30, clock=clock)
     breaker.record(False)
     clock.now += 5
-    assert breaker.allow() and not breaker.allow()
-    breaker.abandon()
+    probe = breaker.allow()
+    assert probe and not breaker.allow()
+    breaker.abandon(probe)
     assert breaker.allow()
     clock.now += 30
     assert breaker.allow()  # the previous probe never reported back
+
+
+def test_only_the_probe_holder_can_free_or_settle_the_probe():
+    clock = FakeClock()
+    breaker = CircuitBreaker(consecutive_failures=1, cooldown_s=5, probe_timeout_s=30, clock=clock)
+    early = breaker.allow()        # let through while closed, still in flight
+    breaker.record(False)          # another request's failure opens the breaker
+    clock.now += 5
+    probe = breaker.allow()
+    assert probe and probe.probe and not early.probe
+    breaker.abandon(early)         # the early request is cancelled: not the probe's to free
+    assert not breaker.allow(), "a second probe was let through"
+    breaker.record(True, early)    # nor is its late success the probe's outcome
+    assert breaker.state == "half_open" and not breaker.allow()
+    clock.now += 30                # the probe is presumed lost; a new one goes...
+    second = breaker.allow()
+    assert second
+    breaker.abandon(probe)         # ...and the lost one, coming back, cannot free it
+    assert not breaker.allow()
+    breaker.record(True, second)
+    assert breaker.state == "closed"
+
+
+def test_a_cancelled_request_does_not_free_a_concurrent_probe(key):
+    """Two requests at once through call_with_retries: one let through while the breaker
+    was closed, the other the half-open probe. Cancelling the first must leave the probe
+    held: a third request is refused (before the fix it got a second probe)."""
+    async def main():
+        clock = FakeClock()
+        breaker = CircuitBreaker(consecutive_failures=1, cooldown_s=5, clock=clock)
+        async with FakeServer() as server:
+            server.route(PATH, Silent(), Silent(), OK)
+            early = asyncio.create_task(retrying(server, clock, breaker=breaker))
+            while len(server.requests) < 1:
+                await asyncio.sleep(0.01)
+            breaker.record(False)  # a third party's failure opens the breaker meanwhile
+            clock.now += 5
+            probe = asyncio.create_task(retrying(server, clock, breaker=breaker))
+            while len(server.requests) < 2:
+                await asyncio.sleep(0.01)
+            early.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await early
+            with pytest.raises(ProviderError) as caught:
+                await retrying(server, clock, breaker=breaker)
+            probe.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await probe
+            return caught.value, len(server.requests)
+
+    error, requests = asyncio.run(main())
+    assert (error.kind, requests) == ("circuit_open", 2)
 
 
 def test_call_with_retries_stops_when_the_breaker_opens_and_probes_after_the_cooldown(key):
@@ -737,3 +790,29 @@ def test_secrets_never_appear_in_errors_reprs_or_logs(key, caplog):
 def test_redact_masks_keys_and_bearer_tokens():
     assert redact("key sk-abcdef and Bearer xyz.123", ["sk-abcdef"]) == "key *** and Bearer ***"
     assert redact("nothing here", [None, ""]) == "nothing here"
+    secret = "sk-proj-" + "a1b2c3d4" * 5
+    assert redact(f"cut here: {secret[:17]}", [secret]) == "cut here: ***"
+    assert redact(f"{secret[-12:]} starts it", [secret]) == "*** starts it"
+    assert redact("sk-proj is a prefix name", [secret]) == "sk-proj is a prefix name"  # < 8 chars
+
+
+@pytest.mark.parametrize("status", [401, 500])
+def test_no_piece_of_the_key_survives_a_long_provider_message(key, status):
+    """The provider quotes the key after ~180 characters: shortening the message before
+    redacting it used to cut the key in two and leave its first part in the error."""
+    message = "x" * 150 + f" Incorrect API key provided: {key}. See the docs."
+
+    async def main():
+        async with FakeServer() as server:
+            server.route(PATH, Respond(status, {"error": {"message": message}}))
+            async with client() as http:
+                with pytest.raises(ProviderError) as caught:
+                    await http.chat(cloud(server), "s", "u", None, 10)
+        return caught.value
+
+    error = asyncio.run(main())
+    shown = [str(error), repr(error), error.message]
+    for text in shown:
+        assert not any(key[i:i + 8] in text for i in range(len(key) - 7)), text
+    assert "Incorrect API key provided: ***" in error.message
+    assert len(error.message) <= 303  # still shortened, after the redaction

@@ -33,8 +33,10 @@ import httpx
 
 from connectors.live import metrics
 from connectors.live.backoff import ReconnectPolicy
-from connectors.live.stream import (Connected, Disconnected, Event, LineStream, LiveError,
-                                    Malformed, Post, Sleep, StreamStats, iso_or_raw)
+from connectors.live.stream import (DEAD_LETTER_HEAD_BYTES, MAX_LINE_BYTES, Connected,
+                                    Disconnected, Event, LineStream, LiveError, Malformed,
+                                    OverlongLine, Post, Sleep, StreamStats, UndecodableJson,
+                                    check_token_url, decode_json, fetch_capped, iso_or_raw)
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,9 @@ class MastodonStream:
         self.stats = StreamStats()
         self._base = f"{parts.scheme}://{parts.netloc}"
         self._streaming_base = (streaming_url or self._base).rstrip("/")
+        if access_token:
+            check_token_url(self._base, "Mastodon instance URL")
+            check_token_url(self._streaming_base, "Mastodon streaming URL")
         self._backfill_pages = backfill_pages
         clean_tags = [t.strip().lstrip("#") for t in tags if t.strip().lstrip("#")]
         self.timelines = [Timeline(t, local) for t in dict.fromkeys(clean_tags)] or [Timeline(local=local)]
@@ -165,6 +170,9 @@ class MastodonStream:
             async for item in items:
                 if isinstance(item, Connected):
                     parser = SseParser()
+                elif isinstance(item, OverlongLine):
+                    parser = SseParser()  # the event it belonged to is lost: drop the rest of it
+                    yield item.event()
                 elif isinstance(item, Disconnected):
                     cut = parser.pending() + item.fragment.decode("utf-8", errors="replace")
                     if cut.strip():
@@ -174,6 +182,9 @@ class MastodonStream:
                     if message is SseParser.COMMENT:
                         self.stats.keepalives += 1
                         metrics.KEEPALIVES.labels(NETWORK).inc()
+                    elif message is SseParser.TOO_LONG:
+                        yield Malformed(f"event too long: over {parser.max_event_chars} "
+                                        "characters (dropped)", parser.dropped_head)
                     elif message is not None:
                         event = self._dispatch(timeline, *message)
                         if event is not None:
@@ -186,9 +197,9 @@ class MastodonStream:
             self.stats.control += 1
             return None
         try:
-            status = json.loads(data)
-        except ValueError as exc:
-            return Malformed(f"malformed json: {exc}", data)
+            status = decode_json(data)
+        except UndecodableJson as exc:
+            return Malformed(exc.reason, data)
         return self._post(timeline, status, data)
 
     def _post(self, timeline: Timeline, status: Any, raw: str) -> Event:
@@ -216,8 +227,8 @@ class MastodonStream:
             page = await self._page(path, {**params, "min_id": since, "limit": str(PAGE_SIZE)})
             statuses = sorted((s for s in page if isinstance(s, dict) and s.get("id")),
                               key=lambda s: id_order(str(s["id"])))
-            events += [self._post(timeline, s, json.dumps(s, ensure_ascii=False)) for s in statuses]
-            events += [Malformed("not a status object", json.dumps(s, ensure_ascii=False))
+            events += [self._post(timeline, s, _dumps(s)) for s in statuses]
+            events += [Malformed("not a status object", _dumps(s))
                        for s in page if not (isinstance(s, dict) and s.get("id"))]
             if len(page) < PAGE_SIZE or not statuses:
                 break
@@ -230,11 +241,11 @@ class MastodonStream:
         return events
 
     async def _page(self, path: str, params: dict[str, str]) -> list[Any]:
-        response = await self._client.get(self._base + path, params=params)
+        response = await fetch_capped(self._client, "GET", self._base + path, params=params)
         response.raise_for_status()
         try:
-            page = response.json()
-        except ValueError:
+            page = decode_json(response.content)
+        except UndecodableJson:
             page = None
         if not isinstance(page, list):
             raise LiveError(f"{self._base}{path} did not answer a list of statuses: "
@@ -273,6 +284,14 @@ class MastodonStream:
         }
 
 
+def _dumps(value: Any) -> str:
+    """A backfilled status as text, for its dead letter (``raw``)."""
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (RecursionError, ValueError):  # decodable but nested too deep to encode here
+        return "(a status nested too deeply to be shown)"
+
+
 def id_order(status_id: str) -> tuple[int, str]:
     """Sort key of status ids: numeric strings (Mastodon) and fixed-width flake ids
     (Pleroma/Akkoma) both sort by length, then text."""
@@ -280,23 +299,43 @@ def id_order(status_id: str) -> tuple[int, str]:
 
 
 class SseParser:
-    """Server-Sent Events, line by line (https://html.spec.whatwg.org/#event-stream-interpretation)."""
+    """Server-Sent Events, line by line (https://html.spec.whatwg.org/#event-stream-interpretation).
+
+    An event is bounded like a line (``max_event_chars``): a server sending ``data:``
+    lines with no blank line between them must not grow it without end. An event over the
+    bound is dropped as it comes in and reported once, as :attr:`TOO_LONG`.
+    """
 
     COMMENT = ("comment", "")
+    TOO_LONG = ("too long", "")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_chars: int = MAX_LINE_BYTES) -> None:
+        self.max_event_chars = max_event_chars
+        self.dropped_head = ""       # the start of the last event that was too long
         self._event = ""
         self._data: list[str] = []
         self._lines: list[str] = []  # the current event as received, for dead letters
+        self._size = 0
+        self._dropping = False
 
     def feed(self, line: str) -> tuple[str, str] | None:
-        """The (event, data) dispatched by this line, :attr:`COMMENT`, or None."""
+        """The (event, data) dispatched by this line, :attr:`COMMENT`, :attr:`TOO_LONG`,
+        or None."""
         if line.startswith(":"):
             return self.COMMENT
         if not line:
             message = (self._event or "message", "\n".join(self._data)) if self._data else None
-            self._event, self._data, self._lines = "", [], []
+            self._reset()
+            self._dropping = False
             return message
+        if self._dropping:
+            return None
+        self._size += len(line) + 1
+        if self._size > self.max_event_chars:
+            self.dropped_head = (self.pending() + line)[:DEAD_LETTER_HEAD_BYTES]
+            self._reset()
+            self._dropping = True
+            return self.TOO_LONG
         self._lines.append(line)
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
@@ -309,6 +348,9 @@ class SseParser:
     def pending(self) -> str:
         """The lines of an event not dispatched yet, as received."""
         return "".join(line + "\n" for line in self._lines)
+
+    def _reset(self) -> None:
+        self._event, self._data, self._lines, self._size = "", [], [], 0
 
 
 class _TextExtractor(HTMLParser):

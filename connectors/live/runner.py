@@ -30,7 +30,10 @@ from stream_app.records import DeadLetter, iso, parse_iso, raw_tweet_problem, re
 log = logging.getLogger(__name__)
 
 STAGE = "stream"
-CONVERSION_ERRORS = (KeyError, TypeError, ValueError, AttributeError)
+# What a source's to_raw may raise on a hostile payload (a count of 1e308 * 10 is inf:
+# int() raises OverflowError; a structure nested too deep, RecursionError).
+CONVERSION_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError,
+                     RecursionError)
 
 
 class Sink(Protocol):
@@ -153,17 +156,9 @@ class LiveRunner:
             metrics.MALFORMED.labels(self._net).inc()
             await self._dead_letter(event.reason, event.raw)
             return
-        try:
-            record = self.source.to_raw(event) | {
-                "run_id": self.counts.run_id, "source": self.source.source,
-                "ingested_at": iso(utc_now())}
-        except CONVERSION_ERRORS as exc:
-            await self._dead_letter(f"unconvertible post: {type(exc).__name__}: {exc}",
-                                    event.raw, event.id)
-            return
-        problem = raw_tweet_problem(record)
-        if problem is not None:
-            await self._dead_letter(problem, event.raw, event.id)
+        record = self.convert(event)
+        if isinstance(record, str):
+            await self._dead_letter(record, event.raw, event.id)
         elif record["id"] in self._recent:
             self.counts.duplicates += 1
             metrics.DUPLICATES.labels(self._net).inc()
@@ -175,6 +170,18 @@ class LiveRunner:
             lag = max(0.0, (utc_now() - parse_iso(record["created_at"])).total_seconds())
             metrics.EVENT_LAG.labels(self._net).observe(lag)
             metrics.LAST_EVENT_LAG.labels(self._net).set(lag)
+
+    def convert(self, post: Post) -> dict[str, Any] | str:
+        """The valid raw tweet of ``post``, or the reason it is dead-lettered; whatever the
+        payload holds, nothing else (no exception) comes out."""
+        try:
+            record = self.source.to_raw(post) | {
+                "run_id": self.counts.run_id, "source": self.source.source,
+                "ingested_at": iso(utc_now())}
+        except CONVERSION_ERRORS as exc:
+            return f"unconvertible post: {type(exc).__name__}: {str(exc)[:200]}"
+        problem = raw_tweet_problem(record)
+        return record if problem is None else problem
 
     async def _dead_letter(self, reason: str, payload: str, tweet_id: str = "") -> None:
         dead = DeadLetter.build(stage=STAGE, reason=reason, payload=payload,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +21,10 @@ import yaml
 
 from connectors.live import metrics
 from connectors.live.backoff import ReconnectPolicy
-from connectors.live.stream import (Disconnected, Event, LineStream, LiveError, Malformed, Post,
-                                    Sleep, StreamStats, error_detail, iso_or_raw)
+from connectors.live.stream import (Disconnected, Event, LineStream, LiveError, Malformed,
+                                    OverlongLine, Post, Sleep, StreamStats, UndecodableJson,
+                                    check_token_url, decode_json, error_detail, fetch_capped,
+                                    iso_or_raw)
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ class XStream:
             raise LiveError("no X bearer token: set X_BEARER_TOKEN")
         if not 0 <= backfill_minutes <= 5:
             raise LiveError(f"backfill_minutes must be 0-5 (X's limit), not {backfill_minutes}")
+        check_token_url(base_url, "X API base URL")
         self.stats = StreamStats()
         self._backfill_minutes = backfill_minutes
         self._resuming = False
@@ -135,7 +137,7 @@ class XStream:
     # ------------------------------------------------------------------ rules
 
     async def active_rules(self) -> list[tuple[str, Rule]]:
-        response = await self._client.get(RULES_PATH)
+        response = await fetch_capped(self._client, "GET", RULES_PATH)
         body = self._checked(response, "reading the stream rules")
         return [(str(r["id"]), Rule(str(r["value"]), str(r.get("tag") or "")))
                 for r in body.get("data") or []]
@@ -156,23 +158,23 @@ class XStream:
         body: dict[str, Any]
         if plan.delete:
             body = {"delete": {"ids": [rid for rid, _ in plan.delete]}}
-            self._checked(await self._client.post(RULES_PATH, params=params, json=body),
-                          "deleting stream rules")
+            self._checked(await fetch_capped(self._client, "POST", RULES_PATH, params=params,
+                                             json=body), "deleting stream rules")
         # In a dry run the deletes are not applied, so X would call a re-tagged rule a
         # duplicate of its active self: only validate the new values.
         active_values = {rule.value for rule in active_set}
         to_add = [r for r in plan.add if not (dry_run and r.value in active_values)]
         if to_add:
             body = {"add": [rule.as_json() for rule in to_add]}
-            self._checked(await self._client.post(RULES_PATH, params=params, json=body),
-                          "adding stream rules")
+            self._checked(await fetch_capped(self._client, "POST", RULES_PATH, params=params,
+                                             json=body), "adding stream rules")
         return plan
 
     @staticmethod
     def _checked(response: httpx.Response, doing: str) -> dict[str, Any]:
         try:
-            body = response.json()
-        except ValueError:
+            body = decode_json(response.content)
+        except UndecodableJson:
             body = {}
         if response.status_code >= 400:
             raise LiveError(f"X API, {doing}: HTTP {response.status_code}: "
@@ -215,6 +217,8 @@ class XStream:
         if isinstance(item, Disconnected):
             fragment = item.fragment
             return Malformed("truncated line at disconnect", _text(fragment)) if fragment.strip() else None
+        if isinstance(item, OverlongLine):
+            return item.event()
         return self._parse(item) if isinstance(item, bytes) else None
 
     def _parse(self, line: bytes) -> Event | None:
@@ -227,9 +231,9 @@ class XStream:
         except UnicodeDecodeError:
             return Malformed("invalid utf-8", _text(line))
         try:
-            message = json.loads(text)
-        except ValueError as exc:
-            return Malformed(f"malformed json: {exc}", text)
+            message = decode_json(text)
+        except UndecodableJson as exc:
+            return Malformed(exc.reason, text)
         if not isinstance(message, dict):
             return Malformed("not a JSON object", text)
         if "data" not in message and message.get("errors"):

@@ -14,12 +14,13 @@ Secrets: a key is read from the environment for each request and only ever put i
 ``Authorization`` header. Error messages carry the provider's own message with the key
 (and any ``Bearer ...``) replaced by ``***``, and exceptions are raised ``from None`` so
 that no chained httpx exception (whose request holds the headers) travels with them.
+A message is redacted first and shortened after (:func:`safe_message`): shortening first
+could cut a key in two and leave a piece that no longer matches it (issue 15).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import re
@@ -39,6 +40,9 @@ ERROR_KINDS = ("rate_limited", "server_error", "timeout", "connection", "bad_res
 RETRYABLE_KINDS = frozenset({"rate_limited", "server_error", "timeout", "connection"})
 MAX_RETRY_AFTER_S = 3600.0  # a longer Retry-After is taken as this: the deadline decides anyway
 REASON_MAX_CHARS = 200
+MESSAGE_MAX_CHARS = 300    # an error message, after redaction
+DETAIL_SCAN_CHARS = 4000   # what is read of a provider's error text (bounds the work only)
+MIN_SECRET_FRAGMENT = 8    # a piece of a key this long is a leak: redacted too
 
 
 # --------------------------------------------------------------------------- errors
@@ -84,11 +88,25 @@ class ProviderError(Exception):
 
 
 def redact(text: str, secrets: Sequence[str | None] = ()) -> str:
-    """``text`` with each secret and any bearer token replaced by ``***``."""
+    """``text`` with each secret, any piece of one that a cut could have left (a prefix or
+    a suffix of :data:`MIN_SECRET_FRAGMENT` characters or more), and any bearer token
+    replaced by ``***``."""
     for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
+        if not secret or len(secret) < 4:
+            continue
+        text = text.replace(secret, "***")
+        for size in range(len(secret) - 1, MIN_SECRET_FRAGMENT - 1, -1):
+            for piece in (secret[:size], secret[-size:]):
+                if piece in text:
+                    text = text.replace(piece, "***")
     return re.sub(r"(?i)\bbearer\s+[^\s\"',;]+", "Bearer ***", text)
+
+
+def safe_message(text: str, secrets: Sequence[str | None] = (),
+                 limit: int = MESSAGE_MAX_CHARS) -> str:
+    """What may be shown, logged and stored of a message that quotes a provider:
+    redacted, then shortened (in this order)."""
+    return _excerpt(redact(text, secrets), limit)
 
 
 # --------------------------------------------------------------------------- Retry-After
@@ -221,7 +239,8 @@ class OpenAICompatibleClient:
         secrets = (key,)
 
         def error(kind: str, message: str, **kwargs: Any) -> ProviderError:
-            return ProviderError(kind, redact(message, secrets), provider=provider.name, **kwargs)
+            return ProviderError(kind, safe_message(message, secrets), provider=provider.name,
+                                 **kwargs)
 
         if provider.key_env and not key:
             raise error("auth", f"{provider.key_env} is not set", retryable=False)
@@ -255,9 +274,10 @@ class OpenAICompatibleClient:
             raise self._status_error(response, error)
         try:
             data = response.json()
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise error("bad_response", "response body is not JSON: "
-                        f"{_excerpt(response.text, 80)!r}", status=status) from None
+                        f"{_excerpt(response.text, 80 + DETAIL_SCAN_CHARS)!r}",
+                        status=status) from None
         return _chat_result(data, latency, lambda message: error("bad_response", message, status=status))
 
     @staticmethod
@@ -288,11 +308,13 @@ def _excerpt(text: str, limit: int) -> str:
 
 def _error_detail(response: httpx.Response) -> str:
     """The provider's own error message (OpenAI ``{"error": {"message"}}``, Gemini's
-    list of those, Mistral's ``{"message"}``/``{"detail"}``), shortened."""
+    list of those, Mistral's ``{"message"}``/``{"detail"}``), NOT yet redacted nor
+    shortened to its final length (the caller's :func:`safe_message` does both)."""
+    limit = DETAIL_SCAN_CHARS
     try:
         data: Any = response.json()
-    except (ValueError, UnicodeDecodeError):
-        return _excerpt(response.text, 200)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return _excerpt(response.text, limit)
     if isinstance(data, list) and data:
         data = data[0]
     if isinstance(data, dict):
@@ -300,13 +322,13 @@ def _error_detail(response: httpx.Response) -> str:
         if isinstance(inner, dict):
             for name in ("message", "detail", "msg"):
                 if inner.get(name):
-                    return _excerpt(str(inner[name]), 200)
+                    return _excerpt(str(inner[name]), limit)
         elif isinstance(inner, str):
-            return _excerpt(inner, 200)
+            return _excerpt(inner, limit)
         for name in ("message", "detail"):
             if data.get(name):
-                return _excerpt(str(data[name]), 200)
-    return _excerpt(json.dumps(data)[:400], 200)
+                return _excerpt(str(data[name]), limit)
+    return _excerpt(response.text, limit)
 
 
 def _token_count(value: Any) -> int:
@@ -345,7 +367,8 @@ def _chat_result(data: Any, latency: float, bad: Callable[[str], ProviderError])
 
 
 def _error_detail_of(data: dict) -> str:
+    """Not redacted yet: it goes into a message that the caller's ``error()`` redacts."""
     inner = data.get("error")
     if isinstance(inner, dict):
-        return _excerpt(str(inner.get("message", "")), 200)
-    return _excerpt(str(inner), 200)
+        return _excerpt(str(inner.get("message", "")), DETAIL_SCAN_CHARS)
+    return _excerpt(str(inner), DETAIL_SCAN_CHARS)

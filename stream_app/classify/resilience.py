@@ -28,6 +28,21 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- circuit breaker
 
+class Permit:
+    """What :meth:`CircuitBreaker.allow` hands a request it lets through. Only the permit
+    that took the half-open probe can give the probe back (:meth:`CircuitBreaker.abandon`)
+    or report the probe's outcome: a request let through earlier, while the breaker was
+    closed, cannot free or settle another request's probe (issue 15)."""
+
+    __slots__ = ("probe",)
+
+    def __init__(self, probe: bool) -> None:
+        self.probe = probe
+
+    def __repr__(self) -> str:
+        return f"Permit(probe={self.probe})"
+
+
 class CircuitBreaker:
     """closed -> open -> half_open -> closed|open, per provider.
 
@@ -39,9 +54,11 @@ class CircuitBreaker:
     failure re-opens it with the cooldown doubled, up to ``max_cooldown_s``. A probe
     that reports nothing for ``probe_timeout_s`` is presumed lost and another is allowed.
 
-    :meth:`allow` *takes* the half-open probe: callers that only want to know whether a
-    request could go now use :meth:`ready`, which changes nothing. Outcomes recorded
-    while open (requests that started before it opened) are ignored.
+    :meth:`allow` *takes* the half-open probe and returns a :class:`Permit` (None when
+    refused): callers that only want to know whether a request could go now use
+    :meth:`ready`, which changes nothing. Outcomes recorded while open (requests that
+    started before it opened) are ignored, and so are those recorded while half-open
+    with a permit that is not the probe's.
     """
 
     def __init__(self, *, consecutive_failures: int = 3, failure_rate: float = 0.5,
@@ -63,6 +80,7 @@ class CircuitBreaker:
         self._cooldown = cooldown_s
         self._opened_at = 0.0
         self._probe_at: float | None = None
+        self._probe: Permit | None = None  # the permit holding the half-open probe
         self._streak = 0
         self._window: deque[tuple[float, bool]] = deque()
         self.opened_count = 0  # times it opened (for metrics and tests)
@@ -89,28 +107,36 @@ class CircuitBreaker:
         state = self._advance(now)
         return state == "closed" or (state == "half_open" and not self._probe_pending(now))
 
-    def allow(self) -> bool:
-        """Whether a request may go now; in half-open, the first caller gets the probe."""
+    def allow(self) -> Permit | None:
+        """A :class:`Permit` when a request may go now (in half-open, the first caller
+        gets the probe), None when not."""
         now = self._clock()
         state = self._advance(now)
         if state == "closed":
-            return True
+            return Permit(probe=False)
         if state == "open" or self._probe_pending(now):
-            return False
+            return None
         self._probe_at = now
-        return True
+        self._probe = Permit(probe=True)
+        return self._probe
 
-    def abandon(self) -> None:
-        """A request allowed by :meth:`allow` ended without telling anything about the
-        provider (cancelled, our own deadline): free the probe if it held it."""
-        self._probe_at = None
+    def abandon(self, permit: Permit | None) -> None:
+        """The request holding ``permit`` ended without telling anything about the
+        provider (cancelled, our own deadline): give the probe back if, and only if,
+        this permit holds it."""
+        if permit is not None and permit is self._probe:
+            self._probe, self._probe_at = None, None
 
-    def record(self, success: bool) -> None:
+    def record(self, success: bool, permit: Permit | None = None) -> None:
+        """The outcome of a request. ``permit``: the one :meth:`allow` gave it (None:
+        trusted as is, for callers that do not track permits)."""
         now = self._clock()
         state = self._advance(now)
         if state == "open":
             return
         if state == "half_open":
+            if permit is not None and permit is not self._probe:
+                return  # let through before the breaker opened: says nothing of the probe
             if success:
                 self._close()
             else:
@@ -140,20 +166,20 @@ class CircuitBreaker:
     def _advance(self, now: float) -> str:
         if self._state == "open" and now >= self._opened_at + self._cooldown:
             self._state = "half_open"
-            self._probe_at = None
+            self._probe_at, self._probe = None, None
         return self._state
 
     def _open(self, now: float, cooldown: float) -> None:
         self._state = "open"
         self._opened_at = now
         self._cooldown = cooldown
-        self._probe_at = None
+        self._probe_at, self._probe = None, None
         self.opened_count += 1
 
     def _close(self) -> None:
         self._state = "closed"
         self._cooldown = self.base_cooldown_s
-        self._probe_at = None
+        self._probe_at, self._probe = None, None
         self._streak = 0
         self._window.clear()  # the failures that opened it must not re-open it at once
 
@@ -277,7 +303,8 @@ async def call_with_retries(client: OpenAICompatibleClient, provider: ProviderCo
     """
     attempt = 0
     while True:
-        if not breaker.allow():
+        permit = breaker.allow()
+        if permit is None:
             raise ProviderError("circuit_open", f"circuit breaker open, next probe in "
                                 f"{breaker.retry_in():.1f}s", provider=provider.name,
                                 retry_after=breaker.retry_in() or None, retryable=False,
@@ -301,12 +328,12 @@ async def call_with_retries(client: OpenAICompatibleClient, provider: ProviderCo
             err.provider = err.provider or provider.name
             err.attempts = attempt + (1 if sent else 0)
             if not sent:
-                breaker.abandon()
+                breaker.abandon(permit)
                 raise
             if err.counts_against_provider:
-                breaker.record(False)
+                breaker.record(False, permit)
             else:
-                breaker.abandon()
+                breaker.abandon(permit)
             if on_attempt is not None:
                 on_attempt(Attempt(provider.name, attempt + 1, err.kind,
                                    time.perf_counter() - started, err.status, error=str(err)))
@@ -328,9 +355,9 @@ async def call_with_retries(client: OpenAICompatibleClient, provider: ProviderCo
             attempt += 1
             continue
         except BaseException:  # cancelled: says nothing about the provider
-            breaker.abandon()
+            breaker.abandon(permit)
             raise
-        breaker.record(True)
+        breaker.record(True, permit)
         if on_attempt is not None:
             on_attempt(Attempt(provider.name, attempt + 1, "ok", result.latency_s, 200,
                                result.input_tokens, result.output_tokens))

