@@ -1,7 +1,8 @@
 # The `dallosh` command in a container: the image of the worker-pipeline and sink
 # services of docker-compose.yml (`docker compose build`), usable for any subcommand:
 #   docker run --rm dallosh-stream:local worker --role sink
-FROM python:3.11-slim
+# Pinned (not a floating tag) so that a rebuild gets the same base; bump deliberately.
+FROM python:3.11.13-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -9,13 +10,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Only what the package build needs is copied (no .venv, .git or local data dirs reach
-# the image, with or without a .dockerignore). pyproject.toml names README.md as the
-# long description, so the build needs it too.
+# the image, with or without a .dockerignore): README.md (pyproject.toml's long
+# description) and every top-level package that pyproject.toml lists, `bench` included.
+# tests/test_docker_compose.py builds the wheel from exactly these COPY lines.
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY stream_app ./stream_app
 COPY connectors ./connectors
 COPY schemas ./schemas
+COPY bench ./bench
 RUN pip install . \
     && cd / && rm -rf /src
 

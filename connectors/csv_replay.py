@@ -1,17 +1,29 @@
 """``dallosh replay FILE``: stream a CSV dump of tweets into ``tweets.raw``.
 
+Before anything is sent, the first rows are scanned (:class:`~connectors.csv_formats.DumpScan`):
+a file whose ids a spreadsheet mangled (``1,89705E+18``, ids rounded to 15 digits, many
+texts under one id) is refused with one error line that says how to re-export it, and
+the way its dates are read (``dd/mm/yyyy`` or ``mm/dd/yyyy``, zone assumed UTC) is decided
+and said on the replay's first line.
+
 The file is archived (content-addressed) and read as a stream; each row becomes a raw
 tweet keyed by its id, produced with an idempotent producer. A row that cannot become
-a tweet is dead-lettered at the source with its file, line and reason; an id seen again
-within the dedupe window is skipped and counted. Every run reconciles:
-rows read = produced + dead-lettered + duplicates skipped.
+a tweet is dead-lettered at the source with its file, line and reason (the reasons are
+listed in the README, "Replaying dumps"). An id seen again within the dedupe window
+with the same text is a duplicate, skipped and counted; with a different text it is an
+``id conflict``, dead-lettered: two tweets never silently become one. Every run reconciles:
+rows read = produced + dead-lettered + duplicates skipped, so ``[OK]`` means no row was
+dropped without a reason a user can read.
 
 Event time is preserved: ``--speed N`` paces the replay at N x the original pace,
-``--rebase-to-now`` shifts every event time by one constant so an old dump plays as if
-live. Checkpoints (every ``replay_checkpoint_every`` rows, after the broker acknowledged them)
-let ``--resume`` continue an interrupted replay; rows sent after the last checkpoint
-are found again on Kafka by their run id and source line, so a resume after a crash
-sends neither a gap nor a duplicate.
+``--rebase-to-now`` shifts every event time by one constant so an old dump plays as if it
+had just happened: the file is read once first to find its latest (valid) time, which
+lands within five minutes before now, so a shifted time is never in the future (the
+pipeline dead-letters tweets dated past now + ``max_future_skew_s``). Checkpoints
+(every ``replay_checkpoint_every`` rows, after the broker acknowledged them) let
+``--resume`` continue an interrupted replay; rows sent after the last checkpoint are
+found again on Kafka by their run id and source line, so a resume after a crash sends
+neither a gap nor a duplicate.
 """
 
 from __future__ import annotations
@@ -22,10 +34,10 @@ import signal
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
@@ -33,13 +45,14 @@ from tqdm import tqdm
 
 from connectors.archive import archive_file, file_sha256
 from connectors.checkpoint import read_json, write_json_atomic
-from connectors.csv_formats import ColumnMapping, FormatError
+from connectors.csv_formats import SCAN_ROWS, ColumnMapping, DumpScan, FormatError, mangled_id, parse_time
 from connectors.dump_reader import BadRow, DumpError, DumpFormat, Row, open_dump
 from connectors.raw_producer import RawProducer
 from connectors.recent_ids import RecentIds
-from stream_app.records import DeadLetter, iso, parse_iso, raw_tweet_problem, reason_kind, utc_now
+from stream_app.records import (DEFAULT_MAX_FUTURE_SKEW_S, DeadLetter, future_bound, iso, parse_iso,
+                                raw_tweet_problem, reason_kind, utc_now)
 from stream_app.kafka_admin import topic_end_offsets
-from stream_app.settings import Settings
+from stream_app.settings import Settings, load_settings
 
 STAGE = "replay"
 # Ids remembered for duplicate detection. Export duplicates (overlapping pages, re-runs
@@ -61,6 +74,7 @@ class ReplayOptions:
     dedupe_window: int = DEFAULT_DEDUPE_WINDOW
     show_progress: bool = True
     archive: bool = True
+    say: Callable[[str], None] = print  # the replay's first line: how the file is read
 
 
 @dataclass
@@ -72,6 +86,7 @@ class ReplayResult:
     dead_lettered: int = 0
     duplicates: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # assumptions about the file (date order, zone)
     last_line: int = 1
     interrupted: bool = False
     already_complete: bool = False
@@ -99,12 +114,19 @@ def new_run_id(path: Path) -> str:
 
 # --------------------------------------------------------------------------- dry run
 
-def dry_run(path: Path, column_overrides: Mapping[str, str] | None = None, rows: int = 5) -> str:
-    """The detected format and mapping, and the first rows as they would be sent."""
+def dry_run(path: Path, column_overrides: Mapping[str, str] | None = None, rows: int = 5,
+            max_future_skew_s: float | None = None) -> str:
+    """The detected format, mapping and assumptions, and the first rows as they would be
+    sent. A file the replay would refuse raises the same :class:`ReplayError`."""
+    if max_future_skew_s is None:
+        max_future_skew_s = load_settings().max_future_skew_s
+    prepared = prepare(path, column_overrides)
     dump_format, rows_iter, handle = _open(path)
     with handle:
-        mapping = _mapping(path, dump_format, column_overrides)
-        lines = [f"{path}: {dump_format.describe()}", "mapping (field <- column):"]
+        mapping = prepared.mapping
+        lines = [f"{path}: {dump_format.describe()}"]
+        lines += [", ".join(prepared.notes)] if prepared.notes else []
+        lines.append("mapping (field <- column):")
         lines += [f"  {f:<16} <- {c}" for f, c in mapping.columns.items()]
         shown = 0
         for item in rows_iter:
@@ -116,10 +138,64 @@ def dry_run(path: Path, column_overrides: Mapping[str, str] | None = None, rows:
                 continue
             record = mapping.to_raw(item.cells) | {"run_id": "(dry-run)", "source": f"{path.name}:{item.line}",
                                                  "ingested_at": iso(utc_now())}
-            problem = raw_tweet_problem(record)
+            problem = raw_tweet_problem(record, max_future_skew_s) or _mangled_id_problem(str(record["id"]))
             verdict = f"DEAD LETTER ({problem})" if problem else "ok"
             lines.append(f"line {item.line}: {verdict}\n  {json.dumps(record, ensure_ascii=False)}")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What is known about a dump before its first row is sent."""
+    mapping: ColumnMapping
+    notes: list[str]
+    latest_event: datetime | None = None  # only when asked: the latest valid created_at
+
+
+def prepare(path: Path, column_overrides: Mapping[str, str] | None = None, *,
+            find_latest: bool = False,
+            max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S) -> Prepared:
+    """Scan the dump's first rows; refuse it (:class:`ReplayError`) if a spreadsheet
+    mangled its ids. ``find_latest`` reads it to the end for ``--rebase-to-now``."""
+    dump_format, rows, handle = _open(path)
+    with handle:
+        mapping = _mapping(path, dump_format, column_overrides)
+        scan = DumpScan(mapping, dump_format.header)
+        for item in rows:
+            if isinstance(item, Row):
+                scan.add(item.line, item.cells)
+            if scan.rows >= SCAN_ROWS:
+                break
+        refusal = scan.refusal()
+        if refusal:
+            raise ReplayError(f"{path}: {refusal}")
+        mapping = replace(mapping, day_first=scan.day_first)
+    latest = _latest_event(path, mapping, max_future_skew_s) if find_latest else None
+    return Prepared(mapping, scan.notes(), latest)
+
+
+def _latest_event(path: Path, mapping: ColumnMapping, max_future_skew_s: float) -> datetime | None:
+    """The latest created_at the replay would accept (future ones are dead-lettered)."""
+    column = mapping.columns.get("created_at")
+    if column is None:
+        return None
+    bound, latest = future_bound(max_future_skew_s), None
+    _, rows, handle = _open(path)
+    with handle:
+        for item in rows:
+            if isinstance(item, Row):
+                parsed = parse_time((item.cells.get(column) or "").strip(), mapping.day_first)
+                if parsed and parsed[0] <= bound and (latest is None or parsed[0] > latest):
+                    latest = parsed[0]
+    return latest
+
+
+def _mangled_id_problem(tweet_id: str) -> str | None:
+    """A spreadsheet-mangled id past the scanned rows (the scan refuses the file before)."""
+    if tweet_id.isdigit():
+        return None
+    damage = mangled_id(tweet_id)
+    return f"mangled id {tweet_id!r}: {damage} from a spreadsheet, the real id is lost" if damage else None
 
 
 def _open(path: Path, on_read=lambda n: None):
@@ -163,16 +239,25 @@ async def replay_file(path: Path, settings: Settings,
             return result
     else:
         result = ReplayResult(run_id=new_run_id(path), file=str(path))
+    shift_known = options.resume and (checkpoint or {}).get("event_shift_s") is not None
+    prepared = prepare(path, options.column_overrides, find_latest=options.rebase_to_now and not shift_known,
+                       max_future_skew_s=settings.max_future_skew_s)
+    result.notes = prepared.notes
+    if prepared.notes:
+        options.say(f"{path}: " + ", ".join(prepared.notes))
     replayer = _Replayer(path, settings, options, result, ckpt_path, sha,
-                         checkpoint if options.resume else None)
+                         checkpoint if options.resume else None, prepared)
     await replayer.run()
     return result
 
 
 class _Replayer:
     def __init__(self, path: Path, settings: Settings, options: ReplayOptions,
-                 result: ReplayResult, ckpt_path: Path, sha256: str, checkpoint: dict | None) -> None:
+                 result: ReplayResult, ckpt_path: Path, sha256: str, checkpoint: dict | None,
+                 prepared: Prepared) -> None:
         self.path, self.settings, self.options, self.result = path, settings, options, result
+        self.mapping = prepared.mapping
+        self.max_future_skew_s = settings.max_future_skew_s
         self.ckpt_path, self.sha256 = ckpt_path, sha256
         self.recent = RecentIds(options.dedupe_window)
         self.stop_requested = False
@@ -181,6 +266,12 @@ class _Replayer:
         self.offsets_at_checkpoint: dict = (checkpoint or {}).get("offsets", {})
         shift = (checkpoint or {}).get("event_shift_s")
         self.event_shift = timedelta(seconds=shift) if shift is not None else None
+        if options.rebase_to_now and self.event_shift is None and prepared.latest_event is not None:
+            # Whole 5-minute steps: the dump's tweets keep their place in the signal windows
+            # (1 min, 5 min), so a rebased replay raises the same alerts. The latest tweet
+            # lands within 5 minutes before now: no shifted time is in the future.
+            step = timedelta(minutes=5)
+            self.event_shift = (utc_now() - prepared.latest_event) // step * step
         self.already_sent: dict[int, str] = {}  # line -> "produced" | "dead_lettered"
         self.pace_origin: tuple[float, datetime] | None = None
         self._ingested_ms, self._ingested_iso = 0, ""
@@ -224,8 +315,8 @@ class _Replayer:
     async def _replay_rows(self, producer: RawProducer, progress: tqdm) -> None:
         dump_format, rows, handle = _open(self.path, progress.update)
         result = self.result
+        mapping = self.mapping
         with handle:
-            mapping = _mapping(self.path, dump_format, self.options.column_overrides)
             since_checkpoint = 0
             for item in rows:
                 if self.stop_requested:
@@ -267,16 +358,22 @@ class _Replayer:
             await self._dead_letter(producer, item.line, item.reason, item.content, "")
             return
         record = self._raw_record(item, mapping)
-        problem = raw_tweet_problem(record)
+        tweet_id = str(record["id"])
+        problem = raw_tweet_problem(record, self.max_future_skew_s) or _mangled_id_problem(tweet_id)
+        if problem is None:
+            seen = self.recent.check(tweet_id, str(record["text"]), item.line)
+            if seen is not None:
+                if seen.same_text:
+                    result.duplicates += 1
+                    return
+                problem = (f"id conflict: id {tweet_id} already seen with a different text "
+                           f"(line {seen.line})")
         if problem is not None:
             await self._dead_letter(producer, item.line, problem,
-                                    json.dumps(item.cells, ensure_ascii=False), str(record["id"]))
-            return
-        if self.recent.seen(str(record["id"])):
-            result.duplicates += 1
+                                    json.dumps(item.cells, ensure_ascii=False), tweet_id)
             return
         await self._shift_and_pace(record)
-        await producer.send_raw(record)
+        await producer.send_raw(record, partition_key=self.result.run_id)  # one ordered timeline
         result.produced += 1
 
     async def _dead_letter(self, producer: RawProducer, line: int, reason: str, content: str,
@@ -292,12 +389,7 @@ class _Replayer:
         if not (self.options.rebase_to_now or self.options.speed):
             return
         event = parse_iso(record["created_at"])
-        if self.options.rebase_to_now:
-            if self.event_shift is None:
-                # A whole number of 5-minute steps: the dump's tweets keep their place in
-                # the signal windows (1 min, 5 min), so a rebased replay raises the same alerts.
-                step = timedelta(minutes=5)
-                self.event_shift = (utc_now() - event) // step * step
+        if self.options.rebase_to_now and self.event_shift is not None:
             event = event + self.event_shift
             record["created_at"] = iso(event)
         if self.options.speed:
@@ -311,9 +403,9 @@ class _Replayer:
     def _remember_skipped(self, item: Row | BadRow, mapping: ColumnMapping) -> None:
         # Rows before the checkpoint were counted then; only the dedupe window needs them.
         if isinstance(item, Row):
-            tweet_id = mapping.to_raw(item.cells)["id"]
-            if tweet_id:
-                self.recent.seen(str(tweet_id))
+            raw = mapping.to_raw(item.cells)
+            if raw["id"]:
+                self.recent.check(str(raw["id"]), str(raw["text"]), item.line)
 
     def _count_already_sent(self, item: Row | BadRow, mapping: ColumnMapping) -> None:
         if self.already_sent[item.line] == "produced":

@@ -149,11 +149,11 @@ def replay(files: tuple[Path, ...], maps: tuple[str, ...], dry_run: bool, speed:
     if speed and as_fast_as_possible:
         raise click.UsageError("--speed and --max exclude each other")
     overrides = _parse_maps(maps)
+    settings = current_settings()  # checked even for --dry-run: the real run would need them
     if dry_run:
         for path in files:
             click.echo(csv_dry_run(path, overrides))
         return
-    settings = current_settings()
     options = ReplayOptions(column_overrides=overrides, speed=speed, rebase_to_now=rebase_to_now,
                             resume=resume, dedupe_window=dedupe_window,
                             show_progress=not no_progress)
@@ -416,6 +416,30 @@ def bench_replay_command(rows: int, small_rows: int, json_path: Path | None) -> 
     settings = current_settings()
     with _broker_for_bench(settings):
         result = bench_replay(settings, rows, small_rows, say=click.echo)
+    _write_bench_json(result, json_path)
+
+
+@bench.command("timelines")
+@click.option("--rows", type=click.IntRange(min=10), default=200, show_default=True,
+              help="Tweets in each generated dump.")
+@click.option("--years-apart", "years", type=click.IntRange(min=1, max=30), default=3,
+              show_default=True, help="Years between the first dump and the second.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the results here (else print them).")
+@friendly_errors
+def bench_timelines_command(rows: int, years: int, json_path: Path | None) -> None:
+    """A second dump years older than the first, replayed into the same installation:
+    its time from first row sent to last row stored, against the first's.
+
+    Through a real worker on the local broker (started and stopped if needed) in a
+    throwaway data dir and topics. Target: the second within 2x the first.
+    """
+    from bench.timelines import bench_timelines
+    settings = current_settings()
+    with _broker_for_bench(settings):
+        result = bench_timelines(settings, rows, years, say=click.echo)
+    click.echo(f"second dump / first: x{result['second_vs_first']}; "
+               f"one dump spanning {years} years / first: x{result['spanning_vs_first']}")
     _write_bench_json(result, json_path)
 
 

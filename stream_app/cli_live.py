@@ -112,7 +112,7 @@ def stream_x(rules: tuple[str, ...], rules_file: Path | None, base_url: str | No
     base_url = base_url or settings.x_api_url
     check_token_url(base_url, "X API base URL")  # before Kafka is touched: a config error
     name = name or "x-stream"
-    serve_metrics(settings.stream_metrics_port)
+    serve_metrics(settings.stream_metrics_port, settings.metrics_addr)
 
     async def run() -> tuple[Any, Any]:
         # Fail on an unreachable Kafka before touching the project's rules.
@@ -189,7 +189,7 @@ def stream_mastodon(instance: str | None, tags: tuple[str, ...], local: bool,
     settings = current_settings()
     _setup_stream_logging(settings)
     tags = tags or tuple(t for t in settings.mastodon_tags.split(",") if t.strip())
-    serve_metrics(settings.stream_metrics_port)
+    serve_metrics(settings.stream_metrics_port, settings.metrics_addr)
 
     async def run() -> tuple[Any, Any, str]:
         async with MastodonStream(instance or settings.mastodon_instance, tags=tags, local=local,

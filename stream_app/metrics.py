@@ -55,7 +55,11 @@ STAGE_CLASSIFY = "classify"
 STAGE_SINK = "sink"
 
 
-def serve_metrics(port: int) -> None:
-    """Start the ``/metrics`` endpoint in a daemon thread (no-op for port 0)."""
+def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
+    """Start the ``/metrics`` endpoint in a daemon thread (no-op for port 0).
+
+    Loopback by default: metrics name topics, providers and volumes, and nothing on the
+    network should read them unless the deployment says so (a container scraped by
+    Prometheus over its network passes its own address, e.g. ``0.0.0.0``)."""
     if port:
-        start_http_server(port, addr="0.0.0.0")
+        start_http_server(port, addr=addr)

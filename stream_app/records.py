@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+import time
+from dataclasses import MISSING, dataclass, field, fields
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Callable, Mapping, TypeVar
@@ -21,6 +22,18 @@ from referencing import Registry, Resource
 
 R = TypeVar("R", bound="Record")
 MAX_DEAD_LETTER_PAYLOAD = 200_000
+LIVE_TIMELINE = "live"
+REPLAY_PREFIX = "replay-"         # connectors/csv_replay.new_run_id
+
+
+def timeline_of(run_id: str) -> str:
+    """The timeline a record belongs to: its replay run, or the live one.
+
+    Each replay is its own history (its dedup state, windows, baselines and alerts), so a
+    dump of another year never changes another run's results and the same dump replayed
+    again gives the same ones. Every live connector feeds the one live timeline.
+    """
+    return run_id if run_id.startswith(REPLAY_PREFIX) else LIVE_TIMELINE
 
 
 def utc_now() -> datetime:
@@ -208,6 +221,8 @@ class Alert(Record):
     updated_at: str
     resolved_at: str | None = None
     version: int = 0
+    run_id: str = ""            # the alert's timeline: a replay's run id, or ``live``
+    detectors: list[str] = field(default_factory=list)  # every detector of the incident
 
 
 def reason_kind(reason: str) -> str:
@@ -291,24 +306,54 @@ def compile_flat_schema(schema_name: str) -> Callable[[dict], list[str]]:
 
 
 _raw_schema_check: Callable[[dict], list[str]] | None = None
+_RAW_REQUIRED = tuple(f.name for f in fields(RawTweet)
+                      if f.default is MISSING and f.default_factory is MISSING)
 
 
-def raw_tweet_problem(data: Any) -> str | None:
+DEFAULT_MAX_FUTURE_SKEW_S = 3600.0  # the default of the `max_future_skew_s` setting
+_future_bound: tuple[float, float, datetime] = (-1.0, 0.0, datetime.min)  # (skew, until, bound)
+
+
+def future_bound(max_future_skew_s: float, _monotonic: Callable[[], float] = time.monotonic) -> datetime:
+    """The latest acceptable event time: now + skew, recomputed at most once a second
+    (the replayer checks 30k+ rows/s; ``datetime.now`` per row would cost a tenth of
+    that). The bound is 1 s generous so a cached value is never stricter than asked."""
+    global _future_bound
+    skew, until, bound = _future_bound
+    tick = _monotonic()
+    if tick < until and skew == max_future_skew_s:
+        return bound
+    bound = utc_now() + timedelta(seconds=max_future_skew_s + 1.0)
+    _future_bound = (max_future_skew_s, tick + 1.0, bound)
+    return bound
+
+
+def raw_tweet_problem(data: Any, max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S) -> str | None:
     """Why a raw record cannot enter the pipeline, or None when it can.
 
     Shared by the connectors (which dead-letter bad rows at the source, with their line
-    number) and the clean stage (which guards against any other producer).
+    number) and the clean stage (which guards against any other producer). A tweet dated
+    more than ``max_future_skew_s`` ahead of now (a typo, a wrong date order, a broken
+    clock) would sit in the windows and the store as future data: it is refused.
     """
     if not isinstance(data, dict):
         return "not a JSON object"
+    # Absent fields first, all named: a record from another producer that lacks four
+    # fields must say so, not "unparsable created_at 'None'".
+    missing = [name for name in _RAW_REQUIRED if data.get(name) is None]
+    if missing:
+        return "missing required field(s): " + ", ".join(missing)
     if not str(data.get("id") or "").strip():
         return "missing id"
     if not str(data.get("text") or "").strip():
         return "empty text"
     try:
-        parse_iso(str(data.get("created_at") or ""))
+        created_at = parse_iso(str(data.get("created_at") or ""))
     except ValueError:
         return f"unparsable created_at {str(data.get('created_at'))[:40]!r}"
+    if created_at > future_bound(max_future_skew_s):
+        return (f"created_at in the future: {str(data.get('created_at'))[:40]!r} is more "
+                f"than {max_future_skew_s:g} s ahead of now")
     global _raw_schema_check
     if _raw_schema_check is None:
         _raw_schema_check = compile_flat_schema(RawTweet.SCHEMA)

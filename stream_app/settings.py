@@ -67,6 +67,14 @@ def _number(raw: str, kind: type, ok: Callable[[Any], bool], expected: str) -> A
     return value
 
 
+def _ip_address(raw: str) -> str:
+    import ipaddress
+    try:
+        return str(ipaddress.ip_address(raw.strip()))
+    except ValueError:
+        raise ValueError("must be an IP address such as 127.0.0.1 or 0.0.0.0") from None
+
+
 def _positive_int(raw: str) -> int:
     return _number(raw, int, lambda v: v > 0, "a positive integer")
 
@@ -316,6 +324,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Jaccard similarity from which a tweet is a near-duplicate of an earlier one."),
     SettingSpec("metrics_port", 9108, _port,
                 "Port of the worker's Prometheus `/metrics` endpoint (0 disables it)."),
+    SettingSpec("metrics_addr", "127.0.0.1", lambda raw: _ip_address(raw),
+                "Address the `/metrics` endpoints (worker, live connectors) listen on: loopback "
+                "by default, so nothing is exposed by accident; `0.0.0.0` inside a container "
+                "that Prometheus scrapes (docker-compose sets it)."),
     SettingSpec("classify_batch_size", 200, _positive_int,
                 "Most tweets the classify agent takes per window (packed into provider requests)."),
     SettingSpec("classify_max_wait", 0.5, _positive_float,
@@ -435,7 +447,7 @@ RENAMED = {"signals_trend_z": ("signals_trend_threshold",
 # DALLOSH_* variables that are read, but are not settings: the test suite's own knobs.
 # The on-prem providers' URL variables (DALLOSH_OLLAMA_URL, ...) are named by the
 # providers file in use; the CLI passes them in (see cli_support.current_settings).
-NOT_SETTINGS = frozenset({"DALLOSH_FAULT_SEED"})
+NOT_SETTINGS = frozenset({"DALLOSH_FAULT_SEED", "DALLOSH_FUZZ_EXAMPLES"})  # test knobs
 NOT_SETTINGS_PREFIXES = ("DALLOSH_TEST_",)
 
 
@@ -484,6 +496,7 @@ class Settings:
     dedup_capacity: int
     dedup_threshold: float
     metrics_port: int
+    metrics_addr: str
     classify_batch_size: int
     classify_max_wait: float
     providers: Path | None

@@ -85,6 +85,6 @@ def create_app(settings: Settings, role: Role = Role.ALL) -> faust.App:
 def run_worker(settings: Settings, role: Role = Role.ALL) -> None:
     """Run until SIGTERM/SIGINT; Faust stops agents and commits offsets on the way out."""
     app = create_app(settings, role)
-    metrics.serve_metrics(settings.metrics_port)
+    metrics.serve_metrics(settings.metrics_port, settings.metrics_addr)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()

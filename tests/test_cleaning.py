@@ -115,3 +115,67 @@ def test_invalid_json_and_invalid_records_are_dead_lettered_not_raised(cleaner):
         assert result.tweet is None and result.dead_letter.stage == "clean"
         assert result.dead_letter.reason.startswith(reason)
     assert cleaner.clean(json.dumps(RAW | {"text": ""}).encode()).dead_letter.tweet_id == "42"
+
+
+# ------------------------------------------------------------------ input from any producer
+
+def test_a_record_missing_fields_is_refused_naming_them_all(cleaner):
+    """Before: `unparsable created_at 'None'`, as if the date were the problem."""
+    result = cleaner.clean(json.dumps({"id": "77", "text": "panne fibre"}).encode())
+    assert result.tweet is None
+    assert result.dead_letter.reason == \
+        "missing required field(s): created_at, run_id, source, ingested_at"
+    assert result.dead_letter.tweet_id == "77"
+
+
+def test_the_message_key_names_the_tweet_of_an_undecodable_record(cleaner):
+    from stream_app.clean.agent import clean_message
+
+    letter = clean_message(cleaner, b"1234567890", b"{not json").dead_letter
+    assert letter.reason.startswith("invalid JSON") and letter.tweet_id == "1234567890"
+    no_id = clean_message(cleaner, b"55", json.dumps(RAW | {"id": ""}).encode()).dead_letter
+    assert no_id.reason == "missing id" and no_id.tweet_id == "55" and no_id.run_id == "r"
+    # The record's own id wins over the key; a key that cannot be an id is ignored.
+    own = clean_message(cleaner, b"99", json.dumps(RAW | {"text": " "}).encode()).dead_letter
+    assert own.tweet_id == "42"
+    for key in (None, b"", b"\xff\xfe", b"   ", b"x" * 65, b"a\nb"):
+        assert clean_message(cleaner, key, b"[1").dead_letter.tweet_id == "", key
+    assert clean_message(cleaner, b"1", json.dumps(RAW).encode()).tweet.id == "42"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_records_from_an_independent_kafka_client_are_dead_lettered_with_their_key(pipeline_settings):
+    """kcat (Debian's `kcat`, librdkafka: not this project's client) produces to the
+    real broker; the running worker's clean stage dead-letters what it cannot use, with
+    the tweet id from the message key and the missing fields named."""
+    import asyncio
+    import shutil
+    import subprocess
+
+    from stream_app.demo import WorkerProcess, wait_until_drained
+    from stream_app.kafka_admin import ensure_topics, pipeline_topics
+    from tests.conftest import read_topic
+
+    kcat = shutil.which("kcat") or shutil.which("kafkacat")
+    if kcat is None:
+        pytest.skip("kcat not installed (apt-get install kcat)")
+    settings = pipeline_settings
+    asyncio.run(ensure_topics(settings.bootstrap_servers, pipeline_topics(settings), settings.partitions))
+    lines = ["2031882935059436368\t{this is not json",
+             "2031882935059436369\t" + json.dumps({"id": "2031882935059436369", "text": "panne fibre"})]
+    produced = subprocess.run([kcat, "-P", "-b", settings.bootstrap_servers, "-t", settings.topic_raw,
+                               "-K", "\t"], input="\n".join(lines) + "\n", text=True,
+                              capture_output=True, timeout=60)
+    assert produced.returncode == 0, produced.stderr
+    worker = WorkerProcess(settings)
+    try:
+        asyncio.run(wait_until_drained(settings, worker, print, timeout_s=180))
+    finally:
+        worker.stop()
+    letters = {v["tweet_id"]: v for _, v in read_topic(settings.bootstrap_servers, settings.topic_dlq)
+               if v["stage"] == "clean"}
+    assert set(letters) == {"2031882935059436368", "2031882935059436369"}, letters
+    assert letters["2031882935059436368"]["reason"].startswith("invalid JSON")
+    assert letters["2031882935059436369"]["reason"] == \
+        "missing required field(s): created_at, run_id, source, ingested_at"

@@ -193,6 +193,51 @@ def test_capacity_bounds_every_structure_and_eviction_empties_the_buckets():
     assert stats["prefixes"] == 1
 
 
+def _letters(n: int) -> str:
+    out = ""
+    while True:
+        n, r = divmod(n, 20)
+        out += "bcdfghjklmnpqrstvwxz"[r] + "aeiou"[r % 5]   # no doubled letters, no digits
+        if not n:
+            return out
+
+
+def _long_tweet(i: int, words: int) -> str:
+    # Distinct words (dedup maps digits to one placeholder), so no two tweets share a
+    # shingle and every one is an indexed original.
+    return " ".join(_letters(i * 1_000_003 + j) for j in range(words))
+
+
+def test_a_byte_budget_bounds_memory_when_texts_are_long():
+    """A count bound alone lets 200,000 tweets of 100,000 characters each through (tens of
+    GB): the byte budget evicts the oldest past it, whatever the count."""
+    budget = 1_000_000
+    d = Deduplicator(capacity=200_000, max_bytes=budget)
+    for i in range(30):   # ~110 KB of per-tweet data each: ~9 fit
+        d.check(f"long{i}", _long_tweet(i, 5_000), T0 + i)
+        assert d.stored_bytes <= budget
+    assert 5 <= len(d) < 30, len(d)
+    # The oldest went first; the newest are still found (as exact replays).
+    assert d.check("long0", _long_tweet(0, 5_000), T0 + 31).kind == "original"
+    assert d.check("long29", _long_tweet(29, 5_000), T0 + 31).kind == "exact"
+    # Eviction gives the bytes back: short tweets refill the store up to the count bound.
+    small = Deduplicator(capacity=30, max_bytes=budget)
+    for i in range(20):
+        small.check(f"s{i}", _long_tweet(i, 5_000), T0)
+    for i in range(100):
+        small.check(f"t{i}", f"message court numero {i} sur la panne", T0)
+    assert len(small) == 30 and small.stored_bytes < 30 * 200
+
+
+def test_a_tweet_larger_than_the_whole_budget_is_decided_but_not_stored():
+    d = Deduplicator(max_bytes=50_000)
+    d.check("small", SEED, T0)
+    huge = _long_tweet(1, 10_000)
+    assert d.check("huge", huge, T0 + 1).kind == "original"
+    assert d.stored_bytes <= 50_000 and len(d) == 1
+    assert d.check("small-copy", SEED, T0 + 2).duplicate_of == "small"
+
+
 # ------------------------------------------------------------------ determinism
 
 def _digest(decisions) -> str:
@@ -273,3 +318,36 @@ def test_a_small_flood_is_deduplicated_with_high_precision_and_recall():
     assert s["dedup_precision"] >= 0.95, s
     assert s["dedup_recall"] >= 0.95, s
     assert s["per_kind"]["exact"].get("found") == 30
+
+
+# ------------------------------------------------------------------ the classify stage's reuse cache
+
+def test_the_reuse_cache_is_bounded_in_characters_and_keeps_no_tweet_text():
+    """Copies reuse their original's label (stream_app.classify.reuse): 100,000 originals
+    of 100,000 characters must not mean 10 G characters held."""
+    from stream_app.classify.reuse import RecentClassifications
+    from stream_app.records import ClassifiedTweet, CleanTweet
+
+    def classified(i: int, text: str, reason: str = "r") -> ClassifiedTweet:
+        return ClassifiedTweet(
+            id=str(i), text=text, text_clean=text, text_scrubbed=text, created_at="2026-03-12T10:00:00Z",
+            run_id="r", source="t", ingested_at="2026-03-12T10:00:00Z", sentiment="negative",
+            priority=0, topic="outage", team="network_ops", confidence=0.9, tier="cloud",
+            provider="p", model="m", reason=reason, classified_at="2026-03-12T10:00:01Z", version=1)
+
+    recent = RecentClassifications(capacity=1000, max_chars=20_000)
+    for i in range(500):
+        recent.remember(classified(i, "panne " * 20_000))   # 120,000 characters each
+    assert recent.chars <= 5_000 * 4, "the tweets' texts are held"
+    long_reasons = RecentClassifications(capacity=1000, max_chars=20_000)
+    for i in range(500):
+        long_reasons.remember(classified(i, "panne", reason="x" * 400))
+        assert long_reasons.chars <= 20_000
+    assert 20 <= len(long_reasons) < 500
+    copy = CleanTweet(id="c", text="panne", text_clean="panne", created_at="2026-03-12T10:00:00Z",
+                      run_id="r", source="t", ingested_at="2026-03-12T10:00:00Z",
+                      duplicate_of="499", dedup_kind="near_duplicate")
+    reused = long_reasons.reuse_for(copy, "2026-03-12T10:00:02Z", 2)
+    assert reused is not None and reused.provider == "dedup" and reused.topic == "outage"
+    assert long_reasons.reuse_for(copy.__class__(**(copy.to_dict() | {"duplicate_of": "0"})),
+                                  "2026-03-12T10:00:02Z", 2) is None  # the oldest went first

@@ -37,16 +37,29 @@ _INTERPOLATION = re.compile(
     r"|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
 
 
+# The secrets docker-compose.yml requires (``${VAR:?...}``): a host that set them.
+SECRETS_SET = {"CLICKHOUSE_PASSWORD": "ch-secret", "GRAFANA_ADMIN_PASSWORD": "gf-secret",
+               "GRAFANA_CLICKHOUSE_PASSWORD": "gf-ch-secret"}
+
+
+class MissingVariable(KeyError):
+    """A ``${VAR:?message}`` / ``${VAR?message}`` whose variable is not set: Compose
+    refuses to start with this message."""
+
+
 def interpolate(value: str, env: dict[str, str] | None = None) -> str:
     """Compose variable interpolation (``$VAR``, ``${VAR}``, ``${VAR:-default}``,
-    ``${VAR-default}``, ``$$``) against ``env`` (default: nothing set)."""
-    env = env or {}
+    ``${VAR-default}``, ``${VAR:?error}``, ``$$``) against ``env`` (default: a host
+    that set the required secrets, :data:`SECRETS_SET`, and nothing else)."""
+    env = SECRETS_SET if env is None else env
 
     def replace(match: re.Match[str]) -> str:
         if match["escaped"]:
             return "$"
         name = match["braced"] or match["plain"]
         op, default = match["op"], match["default"] or ""
+        if op == ":?" and not env.get(name) or op == "?" and name not in env:
+            raise MissingVariable(f"{name}: {default}")
         if op in (":-", ":?"):
             return env.get(name) or (default if op == ":-" else "")
         if op in ("-", "?"):
@@ -312,7 +325,7 @@ def test_workers_reach_kafka_on_its_advertised_in_network_listener(compose):
 
 def test_workers_reach_clickhouse_as_its_configured_user(compose):
     # A non-default password proves both sides follow the same variable.
-    host_env = {"CLICKHOUSE_PASSWORD": "not-the-default"}
+    host_env = SECRETS_SET | {"CLICKHOUSE_PASSWORD": "not-the-default"}
     clickhouse_env = environment(compose["services"]["clickhouse"], host_env)
     for name, service in worker_services(compose).items():
         dsn = urlsplit(environment(service, host_env)["DALLOSH_CLICKHOUSE_DSN"])
@@ -570,9 +583,16 @@ def test_grafana_clickhouse_user_matches_the_users_xml(compose, datasources, gra
     username = datasources["dallosh-clickhouse"]["jsonData"]["username"]
     user = grafana_user_xml.find(f"users/{username}")
     assert user is not None, f"user {username!r} is not defined in {CLICKHOUSE_USERS_XML.name}"
-    # The placeholder passwords on both sides must agree out of the box.
-    default = environment(compose["services"]["grafana"])["GRAFANA_CLICKHOUSE_PASSWORD"]
-    assert user.findtext("password") == default
+    # No password in the file: ClickHouse reads it from its environment, which Compose
+    # fills from the same host variable as Grafana's side.
+    password = user.find("password")
+    assert password is not None and not (password.text or "").strip(), "a password is written in the XML"
+    variable = password.get("from_env")
+    assert variable, "<password from_env=...> expected"
+    host_env = SECRETS_SET | {"GRAFANA_CLICKHOUSE_PASSWORD": "a-chosen-one"}
+    clickhouse_side = environment(compose["services"]["clickhouse"], host_env)[variable]
+    grafana_side = environment(compose["services"]["grafana"], host_env)["GRAFANA_CLICKHOUSE_PASSWORD"]
+    assert clickhouse_side == grafana_side == "a-chosen-one"
 
 
 def test_grafana_dashboards_provider_reads_the_mounted_folder(compose):
@@ -599,10 +619,18 @@ def test_clickhouse_grafana_user_is_readonly_and_limited_to_dallosh(grafana_user
     profile_name = user.findtext("profile")
     profile = grafana_user_xml.find(f"profiles/{profile_name}")
     assert profile is not None, f"profile {profile_name!r} is not defined in the file"
-    assert profile.findtext("readonly") in ("1", "2"), "the Grafana user must be read-only"
+    # readonly=1: not even SET (readonly=2 let a query lift its own limits).
+    assert profile.findtext("readonly") == "1", "the Grafana user must be readonly=1"
     assert profile.findtext("allow_ddl") == "0"
+    # ... except the query timeout the plugin sends with every query, bounded.
+    timeout = profile.find("constraints/max_execution_time")
+    assert timeout is not None and timeout.find("changeable_in_readonly") is not None
+    assert 0 < float(timeout.findtext("max")) <= 600
+    # Every other constraint stays unchangeable in readonly mode.
+    others = [c.tag for c in profile.find("constraints")
+              if c.tag != "max_execution_time" and c.find("changeable_in_readonly") is not None]
+    assert not others, f"settings changeable by the read-only user: {others}"
     assert [db.text for db in user.findall("allow_databases/database")] == ["dallosh"]
-    assert [ip.text for ip in user.findall("networks/ip")], "no <networks>: nobody can log in"
     # XML <grants> need SQL-driven access control, which this file does not rely on.
     assert user.find("grants") is None
 
@@ -615,3 +643,125 @@ def test_clickhouse_users_file_is_mounted_as_a_single_file(compose):
     assert "/etc/clickhouse-server/users.d" not in targets
     assert target in targets
     assert (ROOT / targets[target]).resolve() == CLICKHOUSE_USERS_XML.resolve()
+
+
+def test_clickhouse_grafana_user_logs_in_only_from_grafana_and_loopback(compose, grafana_user_xml):
+    networks = grafana_user_xml.find("users/grafana/networks")
+    assert networks is not None and len(networks), "no <networks>: nobody can log in"
+    import ipaddress
+
+    for entry in networks:
+        if entry.tag == "ip":
+            network = ipaddress.ip_network(entry.text.strip(), strict=False)
+            assert network.is_loopback, f"<ip>{entry.text}</ip> lets more than loopback in"
+        elif entry.tag == "host":
+            assert entry.text.strip() == "grafana" and "grafana" in compose["services"]
+        else:  # host_regexp, etc.: open-ended
+            raise AssertionError(f"unexpected <networks> entry <{entry.tag}>")
+
+
+# --------------------------------------------------------------------------- defaults a deployment keeps
+
+def _strings(node) -> list[str]:
+    if isinstance(node, dict):
+        return [s for value in node.values() for s in _strings(value)]
+    if isinstance(node, list):
+        return [s for value in node for s in _strings(value)]
+    return [node] if isinstance(node, str) else []
+
+
+def test_secrets_have_no_default_and_compose_refuses_to_start_without_them(compose):
+    """A password with a default (``${X:-dallosh}``) is the password of every deployment
+    that forgot to set it; ``${X:?...}`` makes Compose refuse to start instead."""
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    uses = [(m["braced"], m["op"]) for m in _INTERPOLATION.finditer(text)
+            if m["braced"] and re.search(r"PASSWORD|SECRET", m["braced"])]
+    assert {name for name, _ in uses} >= set(SECRETS_SET)
+    defaulted = sorted({name for name, op in uses if op != ":?"})
+    assert not defaulted, f"secrets with a default or silently empty: {defaulted}"
+    for name in SECRETS_SET:
+        without = {k: v for k, v in SECRETS_SET.items() if k != name}
+        with pytest.raises(MissingVariable, match=name):
+            for value in _strings(compose):
+                interpolate(value, without)
+
+
+def test_published_ports_bind_to_loopback_by_default(compose):
+    published = []
+    for name, service in compose["services"].items():
+        for port in service.get("ports") or []:
+            spec = port if isinstance(port, str) else f"{port.get('host_ip', '')}:{port.get('published')}"
+            published.append((name, interpolate(str(spec))))
+    assert published, "no published port: the parser is broken"
+    exposed = [f"{name}: {spec}" for name, spec in published
+               if not (spec.startswith("127.0.0.1:") or spec.startswith("[::1]:"))]
+    assert not exposed, f"ports published on every interface: {exposed}"
+
+
+def test_images_and_the_grafana_plugin_are_pinned(compose):
+    for name, service in compose["services"].items():
+        image = service.get("image", "")
+        if "build" in service:
+            continue
+        repo, _, tag = image.rpartition(":")
+        assert repo and re.fullmatch(r"v?\d+\.\d+\.\d+(\.\d+)?([-.]\w+)*", tag), (
+            f"{name}: image {image!r} is not pinned to a release (x.y.z)")
+    plugins = environment(compose["services"]["grafana"]).get("GF_INSTALL_PLUGINS", "")
+    assert plugins, "the ClickHouse plugin is not installed"
+    for plugin in plugins.split(","):
+        parts = plugin.split()
+        assert len(parts) == 2 and re.fullmatch(r"\d+\.\d+\.\d+", parts[1]), (
+            f"plugin {plugin!r} is not pinned ('<id> <x.y.z>')")
+    base = [line.split()[1] for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
+            if line.startswith("FROM ")]
+    assert base and all(re.search(r":\d+\.\d+\.\d+", image) for image in base), base
+
+
+# --------------------------------------------------------------------------- the image's build context
+
+def dockerfile_copies() -> list[tuple[list[str], str]]:
+    """``(sources, destination)`` of the Dockerfile's COPY lines (no --from stages)."""
+    copies = []
+    for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines():
+        if not line.startswith("COPY "):
+            continue
+        args = line.split()[1:]
+        assert not any(a.startswith("--from") for a in args), "multi-stage COPY: extend this test"
+        args = [a for a in args if not a.startswith("--")]
+        copies.append((args[:-1], args[-1]))
+    return copies
+
+
+@pytest.mark.timeout(300)
+def test_the_package_builds_from_exactly_what_the_dockerfile_copies(tmp_path):
+    """`docker build` runs `pip install .` on what the COPY lines put in /src: build the
+    wheel from a folder holding exactly that (no Docker engine needed), so a package
+    listed in pyproject.toml but not copied (``bench`` was) fails here, not at deploy."""
+    import sys
+
+    context = tmp_path / "src"
+    context.mkdir()
+    for sources, destination in dockerfile_copies():
+        for source in sources:
+            origin = ROOT / source
+            target = context / destination
+            if destination.endswith("/"):
+                target = target / origin.name
+            if origin.is_dir():
+                shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(origin, target)
+    wheels = tmp_path / "wheels"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--no-index", "-q", "-w", str(wheels), str(context)],
+        capture_output=True, text=True, timeout=280)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (wheel,) = wheels.glob("dallosh_stream-*.whl")
+    import zipfile
+
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for package in ("stream_app/__init__.py", "connectors/__init__.py", "bench/__init__.py",
+                    "stream_app/schemas/clickhouse/0001_init.sql"):
+        assert package in names, f"{package} missing from the wheel"

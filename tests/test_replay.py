@@ -78,6 +78,25 @@ def test_twitter_v2_export(tmp_path, pipeline_settings):
     assert tweet["created_at"] == "2022-12-06T10:00:00.000Z"
 
 
+def test_twarc2_csv_export(tmp_path, pipeline_settings):
+    # The column names `twarc2 csv` writes (DocNow/twarc-csv), a subset in its order.
+    path = write_csv(tmp_path / "twarc2.csv",
+                     ["id", "conversation_id", "referenced_tweets.replied_to.id",
+                      "referenced_tweets.retweeted.id", "author_id", "in_reply_to_user_id",
+                      "in_reply_to_username", "created_at", "text", "lang",
+                      "public_metrics.retweet_count", "public_metrics.like_count", "author.id",
+                      "author.username", "author.name", "author.location"],
+                     [["1600000000000000002", "1600000000000000002", "", "", "987654", "", "",
+                       "2022-12-06T10:00:00.000Z", "Plus de fibre à Lille", "fr", "1", "3", "987654",
+                       "lilloise59", "Camille", "Lille, France"]])
+    result = replay(pipeline_settings, path)
+    assert (result.produced, result.dead_lettered) == (1, 0)
+    tweet = raw_by_id(pipeline_settings)["1600000000000000002"]
+    assert (tweet["author"], tweet["author_name"], tweet["author_location"]) == \
+        ("lilloise59", "Camille", "Lille, France")
+    assert (tweet["retweet_count"], tweet["favorite_count"], tweet["is_retweet"]) == (1, 3, False)
+
+
 def test_kaggle_airline_layout(tmp_path, pipeline_settings):
     path = write_csv(tmp_path / "Tweets.csv",
                      ["tweet_id", "airline_sentiment", "airline", "name", "retweet_count", "text",
@@ -159,17 +178,21 @@ def timeline_csv(path: Path, rows: int, gap_s: float) -> Path:
                       for i in range(rows)])
 
 
-def test_rebase_to_now_shifts_all_event_times_by_one_offset(tmp_path, pipeline_settings):
-    path = timeline_csv(tmp_path / "old.csv", rows=5, gap_s=60)
+def test_rebase_to_now_shifts_all_event_times_by_one_offset_never_into_the_future(tmp_path, pipeline_settings):
+    path = timeline_csv(tmp_path / "old.csv", rows=5, gap_s=3600)   # four hours of January 2024
+    path.write_text(path.read_text() + "9999,saisie en 2099,2099-01-15T08:00:00Z\n")
     before = datetime.now(timezone.utc)
-    replay(pipeline_settings, path, rebase_to_now=True)
+    result = replay(pipeline_settings, path, rebase_to_now=True)
+    after = datetime.now(timezone.utc)
+    assert result.dead_letter_reasons == {"created_at in the future": 1}  # judged on its own date
     times = [parse_iso(t["created_at"]) for t in sorted(raw_by_id(pipeline_settings).values(),
                                                          key=lambda t: t["id"])]
-    # The shift is a whole number of 5-minute steps (the signal windows stay aligned),
-    # so the first tweet lands at most 5 minutes before "now".
-    assert -330 < (times[0] - before).total_seconds() < 30
+    # The latest tweet lands at most 5 minutes before "now" and none after it (the pipeline
+    # dead-letters future tweets); the 2099 row does not drag the anchor. The shift is a
+    # whole number of 5-minute steps, so the signal windows stay aligned.
+    assert before - timedelta(minutes=5) < times[-1] <= after
     assert (times[0] - datetime(2024, 1, 15, 8, 0, tzinfo=timezone.utc)) % timedelta(minutes=5) == timedelta(0)
-    assert [(b - a).total_seconds() for a, b in zip(times, times[1:])] == [60.0] * 4
+    assert [(b - a).total_seconds() for a, b in zip(times, times[1:])] == [3600.0] * 4
 
 
 def test_speed_preserves_inter_arrival_gaps(tmp_path, pipeline_settings):

@@ -78,6 +78,7 @@ def test_a_renamed_setting_still_set_is_a_clear_error_not_silently_ignored():
 # so a command stops before it starts a broker, a worker or a replay.
 
 BAD_VALUES = [
+    ("DALLOSH_METRICS_ADDR", "everywhere", "IP address"),
     ("DALLOSH_DATA_DIR", "{file}", "must be a folder"),
     ("DALLOSH_CACHE_DIR", "{file}", "must be a folder"),
     ("DALLOSH_CONFIG", "{missing}", "file not found"),

@@ -158,3 +158,49 @@ def test_signals_state_is_read_back_from_its_changelog_latest_value_per_key(kafk
 
     asyncio.run(write())
     assert asyncio.run(read_state(settings)) == {"all|100": {"n": 2}, "__partition__|0": {"time": 6000.0}}
+
+
+def test_a_burst_minute_of_state_fits_kafka_messages_and_reads_back_whole(kafka_bootstrap, tmp_path):
+    """6,000 spam tweets in one minute with random words (1.9 MiB as one record, past
+    Kafka's 1 MB limit): written as chunks through the real broker, each under the limit,
+    and the cell read back equal to what was written."""
+    import json
+    import random
+    import string
+
+    from aiokafka import AIOKafkaProducer
+
+    from stream_app.signals.agent import read_state, restore_engines, state_key, state_records, state_topic_name
+    from stream_app.signals.windows import TweetEvent, WindowStore
+
+    rng = random.Random(15)
+    store = WindowStore()
+    for i in range(6000):
+        words = tuple(sorted({"".join(rng.choices(string.ascii_lowercase, k=8)) for _ in range(12)}))
+        store.add(TweetEvent(id=str(1_900_000_000_000_000_000 + i), time=1_767_571_200.0 + i / 100,
+                             topic="outage", location="Lyon", negative=True, high=False,
+                             author=f"spam_account_{i}", terms=words, timeline="replay-burst"))
+    cell = store.minutes["all"][int(1_767_571_200 // 60)]
+    value = cell.to_dict()
+    assert len(json.dumps(value)) > 1_000_000            # one record would be refused
+    name = state_key("replay-burst", f"all|{int(1_767_571_200 // 60)}")
+    records = state_records(name, value)
+    assert len(records) > 2
+    settings = isolated_settings(tmp_path / "data", kafka_bootstrap)
+    asyncio.run(read_state(settings))                    # creates the compacted topic
+
+    async def write() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)  # default 1 MB request cap
+        await producer.start()
+        try:
+            for key, record in records:
+                payload = json.dumps(record).encode()
+                assert len(payload) < 1_000_000
+                await producer.send_and_wait(state_topic_name(settings), payload, key=key.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(write())
+    engines = restore_engines(settings, asyncio.run(read_state(settings)))
+    restored = engines["replay-burst"].store.minutes["all"][int(1_767_571_200 // 60)]
+    assert restored.to_dict() == value

@@ -8,12 +8,22 @@ seconds, whichever comes first); in each window:
   tier that is up, degraded rules at worst);
 - the brand's own posts and off-topic tweets are classified by the free tiers (the local
   model when there is one, else the rules), so they never cost a paid request.
+
+Privacy fails closed: a provider without zero data retention only ever receives
+``text_scrubbed``. A tweet that has none (a record from an older clean stage or another
+producer, or a text that scrubbing emptied) is not sent to such a provider with its
+unscrubbed text instead: it goes through a cascade of the zero-retention providers only
+(on-prem servers, or cloud providers declared ``zero_retention: true`` in the providers
+file), then the local tier or the rules.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from dataclasses import MISSING, fields
+from copy import copy as shallow_copy
 
 import faust
 
@@ -28,7 +38,8 @@ from stream_app.classify.rules import DEFAULT_TEAMS, TOPICS
 from stream_app.classify.tokens import TokenCounter
 from stream_app.classify.types import Item, Outcome
 from stream_app.clean.relevance import CUSTOMER
-from stream_app.records import ClassifiedTweet, CleanTweet, DeadLetter, iso, utc_now
+from stream_app.records import (ClassifiedTweet, CleanTweet, DeadLetter, compile_flat_schema, iso,
+                                utc_now)
 from stream_app.settings import Settings
 from stream_app.topics import PipelineTopics
 
@@ -36,15 +47,45 @@ log = logging.getLogger(__name__)
 STAGE = metrics.STAGE_CLASSIFY
 
 
+_clean_schema_check = compile_flat_schema(CleanTweet.SCHEMA)
+# Fields the record type has no default for; the others may be absent (older producers).
+_CLEAN_REQUIRED = {f.name for f in fields(CleanTweet)
+                   if f.default is MISSING and f.default_factory is MISSING}
+
+
+def _clean_schema_errors(data: dict) -> list[str]:
+    """Wrong types and missing fields without a default (the schema's flat checks)."""
+    return [e for e in _clean_schema_check(data)
+            if not e.endswith(": is required") or e.split(":", 1)[0] in _CLEAN_REQUIRED]
+
+
 def decode_clean(payloads: list[bytes]) -> tuple[list[CleanTweet], list[DeadLetter]]:
+    """Records of ``tweets.clean`` (any producer may write there), or dead letters: a
+    record whose fields have the wrong type (``"text_scrubbed": 5``, found by fuzzing)
+    would otherwise fail later, in the middle of a window, and take the window down."""
     tweets, dead = [], []
     for payload in payloads:
         try:
-            tweets.append(CleanTweet.from_json(payload))
+            data = json.loads(payload)
+            errors = _clean_schema_errors(data) if isinstance(data, dict) else ["not a JSON object"]
+            if errors:
+                dead.append(DeadLetter.build(stage=STAGE, payload=payload,
+                                             reason="undecodable clean record: " + "; ".join(errors[:3]),
+                                             tweet_id=_string_id(data)))
+                continue
+            tweets.append(CleanTweet.from_dict(data))
         except (ValueError, TypeError) as exc:
             dead.append(DeadLetter.build(stage=STAGE, payload=payload,
                                          reason=f"undecodable clean record: {exc}"))
+        except RecursionError:  # thousands of nested brackets (found by fuzzing)
+            dead.append(DeadLetter.build(stage=STAGE, payload=payload,
+                                         reason="undecodable clean record: JSON nested too deeply"))
     return tweets, dead
+
+
+def _string_id(data: object) -> str:
+    value = data.get("id") if isinstance(data, dict) else None
+    return value[:64] if isinstance(value, str) else ""
 
 
 def build_cascade(settings: Settings) -> Cascade:
@@ -57,8 +98,23 @@ def build_cascade(settings: Settings) -> Cascade:
 
 
 def as_item(tweet: CleanTweet) -> Item:
-    return Item(tweet.id, tweet.text_clean, tweet.text_scrubbed or tweet.text_clean, tweet.lang,
-                tweet.location)
+    """The tweet for the classifiers. ``text_scrubbed`` stays as it is, empty included:
+    an empty one is never replaced by the unscrubbed text (see :func:`has_scrubbed_text`)."""
+    return Item(tweet.id, tweet.text_clean, tweet.text_scrubbed, tweet.lang, tweet.location)
+
+
+def has_scrubbed_text(tweet: CleanTweet) -> bool:
+    """True when the tweet may go to a provider that keeps data (it has a scrubbed form)."""
+    return bool(tweet.text_scrubbed.strip())
+
+
+def zero_retention_only(cascade: Cascade) -> Cascade:
+    """The same cascade (clients, breakers, rate limits, budget, cache and local tier are
+    shared, not copied) restricted to the providers that keep nothing
+    (``ProviderConfig.zero_retention``): the only ones that may see unscrubbed text."""
+    restricted = shallow_copy(cascade)
+    restricted.providers = [p for p in cascade.providers if p.zero_retention]
+    return restricted
 
 
 def classified(tweet: CleanTweet, outcome: Outcome, classified_at: str, version: int) -> ClassifiedTweet:
@@ -105,15 +161,24 @@ async def classify_window(tweets: list[CleanTweet], cascade: Cascade, recent: Re
             results.append(copy)
         else:
             fresh.append(tweet)
+    # A copy whose original is in this same window waits for the original's answer and
+    # reuses it, as it would have one window later: whether a copy is classified or reused
+    # must not depend on where the window boundaries fell (same dump, same result).
+    fresh_ids = {tweet.id for tweet in fresh}
+    waiting = [t for t in fresh if t.duplicate_of and t.duplicate_of in fresh_ids]
+    if waiting:
+        fresh = [t for t in fresh if not (t.duplicate_of and t.duplicate_of in fresh_ids)]
     by_id = {tweet.id: tweet for tweet in fresh}
-    customers = [as_item(t) for t in fresh if t.relevance == CUSTOMER]
+    customers = [as_item(t) for t in fresh if t.relevance == CUSTOMER and has_scrubbed_text(t)]
+    unscrubbed = [as_item(t) for t in fresh if t.relevance == CUSTOMER and not has_scrubbed_text(t)]
     others = [as_item(t) for t in fresh if t.relevance != CUSTOMER]
     run_id = _run_of(fresh)
     outcomes: list[Outcome] = []
-    if customers:
-        cascaded = await cascade.classify(customers, run_id)
-        outcomes += cascaded.outcomes
-        calls += cascaded.calls
+    for group, through in ((customers, cascade), (unscrubbed, zero_retention_only(cascade))):
+        if group:
+            cascaded = await through.classify(group, run_id)
+            outcomes += cascaded.outcomes
+            calls += cascaded.calls
     if others:
         free_outcomes, call = await cascade.classify_free(others, run_id)
         outcomes += free_outcomes
@@ -122,6 +187,14 @@ async def classify_window(tweets: list[CleanTweet], cascade: Cascade, recent: Re
         tweet = classified(by_id[outcome.item_id], outcome, now, version)
         recent.remember(tweet)
         results.append(tweet)
+    if waiting:
+        reused = [recent.reuse_for(tweet, now, version) for tweet in waiting]
+        results += [copy for copy in reused if copy is not None]
+        unanswered = [tweet for tweet, copy in zip(waiting, reused) if copy is None]
+        if unanswered:  # the original was not remembered (e.g. evicted at once): classify
+            more, more_calls = await classify_window(unanswered, cascade, recent)
+            results += more
+            calls += more_calls
     return results, calls
 
 

@@ -145,6 +145,8 @@ def parse_providers(text: str, source: str = "<providers>",
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ProviderConfigError(f"{source}:{where} not valid YAML: "
                                   f"{getattr(exc, 'problem', None) or exc}") from None
+    except RecursionError:  # PyYAML recurses once per nesting level
+        raise ProviderConfigError(f"{source}: nested too deeply to be a providers file") from None
     if isinstance(data, dict):
         extra = set(data) - {"providers"}
         if extra:

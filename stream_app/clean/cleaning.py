@@ -17,7 +17,9 @@ import html
 import json
 import re
 import unicodedata
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Callable
 
 from stream_app import metrics
 from stream_app.clean.dedup import Deduplicator
@@ -25,7 +27,8 @@ from stream_app.clean.language import detect_language
 from stream_app.clean.location import extract_location
 from stream_app.clean.pii import scrub_pii
 from stream_app.clean.relevance import CUSTOMER, BrandConfig
-from stream_app.records import CleanDecision, CleanTweet, DeadLetter, RawTweet, parse_iso, raw_tweet_problem
+from stream_app.records import (DEFAULT_MAX_FUTURE_SKEW_S, LIVE_TIMELINE, CleanDecision, CleanTweet,
+                                DeadLetter, RawTweet, parse_iso, raw_tweet_problem, timeline_of)
 
 STAGE = metrics.STAGE_CLEAN
 
@@ -64,12 +67,32 @@ class CleanResult:
     dead_letter: DeadLetter | None = None
 
 
-class Cleaner:
-    """One per worker process: holds the brand configuration and the dedup state."""
+MAX_REPLAY_TIMELINES = 8  # replays deduplicated at once, besides live; the oldest is dropped
 
-    def __init__(self, brand: BrandConfig, dedup: Deduplicator) -> None:
+
+class Cleaner:
+    """One per worker process: holds the brand configuration and the dedup state, one
+    :class:`Deduplicator` per timeline (:func:`stream_app.records.timeline_of`): which
+    copy of a text is the original depends on that replay's tweets only, never on another
+    dump replayed before it into the same installation."""
+
+    def __init__(self, brand: BrandConfig, dedup: Callable[[], Deduplicator],
+                 max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S) -> None:
         self.brand = brand
-        self.dedup = dedup
+        self._new_dedup = dedup
+        self._dedups: OrderedDict[str, Deduplicator] = OrderedDict()
+        self.max_future_skew_s = max_future_skew_s
+
+    def dedup_for(self, run_id: str) -> Deduplicator:
+        timeline = timeline_of(run_id)
+        dedup = self._dedups.get(timeline)
+        if dedup is None:
+            dedup = self._dedups[timeline] = self._new_dedup()
+            replays = [name for name in self._dedups if name != LIVE_TIMELINE]
+            for name in replays[:max(0, len(replays) - MAX_REPLAY_TIMELINES)]:
+                del self._dedups[name]
+        self._dedups.move_to_end(timeline)
+        return dedup
 
     def clean(self, payload: bytes) -> CleanResult:
         try:
@@ -77,7 +100,7 @@ class Cleaner:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             return CleanResult(dead_letter=DeadLetter.build(
                 stage=STAGE, reason=f"invalid JSON: {exc.__class__.__name__}", payload=payload))
-        problem = raw_tweet_problem(data)
+        problem = raw_tweet_problem(data, self.max_future_skew_s)
         if problem is not None:
             data = data if isinstance(data, dict) else {}
             return CleanResult(dead_letter=DeadLetter.build(
@@ -88,7 +111,7 @@ class Cleaner:
     def _clean_valid(self, raw: RawTweet) -> CleanResult:
         result = CleanResult()
         text_clean = clean_text(raw.text)
-        seen = self.dedup.check(raw.id, text_clean, parse_iso(raw.created_at).timestamp(),
+        seen = self.dedup_for(raw.run_id).check(raw.id, text_clean, parse_iso(raw.created_at).timestamp(),
                                 is_retweet=raw.is_retweet)
         if seen.kind == "exact":
             # A redelivery (the worker restarted or Faust re-read a partition after a seek)

@@ -104,9 +104,14 @@ tweet's bucket. The probability that a pair becomes a candidate is ``1 - (1 - J*
 sets: 0.968 at 0.6, 0.164 at 0.3). 14 x 3 has the same recall at 0.6 but more than twice
 as many candidates at J = 0.1-0.3, each one an exact Jaccard check: it is slower.
 
-Memory is bounded two ways: a stored tweet expires when its event time is more than
-``horizon_s`` before the newest event time seen, and the store never holds more than
-``capacity`` tweets (the oldest checked goes first). Eviction removes the tweet from every
+Memory is bounded three ways: a stored tweet expires when its event time is more than
+``horizon_s`` before the newest event time seen, the store never holds more than
+``capacity`` tweets, and never more than ``max_bytes`` of per-tweet data (its id, its
+normalised text, its 8-word prefix key, its shingle hashes and band keys; the oldest
+checked goes first past either bound). A count alone does not bound memory: the raw
+schema allows 100,000-character texts, and 200,000 of those would be tens of GB. A tweet
+whose data alone exceeds ``max_bytes`` is not stored (its decision is still made
+against the store). Eviction removes the tweet from every
 structure (id map, text map, prefix index, LSH buckets). Tweets are evicted in arrival
 order; a tweet whose event time is older than that of a tweet checked before it can
 linger past its horizon until that earlier one goes, but every content lookup checks
@@ -232,7 +237,7 @@ _RETWEET_UNSEEN = DedupDecision("retweet", "", 0.0)
 
 class _Entry:
     """One stored tweet."""
-    __slots__ = ("id", "time", "root", "text", "keys", "shingles")
+    __slots__ = ("id", "time", "root", "text", "keys", "shingles", "size")
 
     def __init__(self, tweet_id: str, time: float, root: str, text: str) -> None:
         self.id = tweet_id
@@ -241,6 +246,7 @@ class _Entry:
         self.text = text            # normalised words joined by spaces
         self.keys: bytes | None = None       # LSH band keys (uint64s) when indexed
         self.shingles: bytes | None = None   # its shingle hashes (uint32s) when indexed
+        self.size = 0                        # what it counts against max_bytes
 
 
 class Deduplicator:
@@ -253,11 +259,14 @@ class Deduplicator:
     TRUNCATED_CONTAINMENT = 0.8
 
     def __init__(self, horizon_s: float = 6 * 3600, capacity: int = 200_000,
-                 threshold: float = 0.6) -> None:
-        if horizon_s <= 0 or capacity < 1 or not 0.0 < threshold <= 1.0:
-            raise ValueError("horizon_s > 0, capacity >= 1 and 0 < threshold <= 1 required")
+                 threshold: float = 0.6, max_bytes: int = 256_000_000) -> None:
+        if horizon_s <= 0 or capacity < 1 or max_bytes < 1 or not 0.0 < threshold <= 1.0:
+            raise ValueError("horizon_s > 0, capacity >= 1, max_bytes >= 1 and "
+                             "0 < threshold <= 1 required")
         self.horizon_s = float(horizon_s)
         self.capacity = int(capacity)
+        self.max_bytes = int(max_bytes)
+        self._bytes = 0
         self.threshold = float(threshold)
         self._newest = float("-inf")
         self._entries: deque[_Entry] = deque()
@@ -281,6 +290,11 @@ class Deduplicator:
     def __len__(self) -> int:
         """Tweets stored now (never more than ``capacity``)."""
         return len(self._entries)
+
+    @property
+    def stored_bytes(self) -> int:
+        """Per-tweet data held now (never more than ``max_bytes``)."""
+        return self._bytes
 
     def index_stats(self) -> dict[str, int]:
         """Sizes of the internal structures (for tests and metrics)."""
@@ -347,16 +361,26 @@ class Deduplicator:
             decision = _RETWEET_UNSEEN if retweet else ORIGINAL
 
         # Store. A tweet whose normalised text is already known adds nothing to the LSH.
-        while len(entries) >= self.capacity:
+        indexed = band_keys is not None and similarity < 1.0
+        size = len(tweet_id) + len(key)
+        if indexed:
+            size += arr.nbytes + band_keys.nbytes
+            if len(words) >= PREFIX_WORDS:
+                size += len(_prefix(key))
+        if size > self.max_bytes:
+            return decision
+        while entries and (len(entries) >= self.capacity or self._bytes + size > self.max_bytes):
             self._evict(entries.popleft())
         entry = _Entry(tweet_id, t, root, key)
+        entry.size = size
+        self._bytes += size
         entries.append(entry)
         self._ids[tweet_id] = entry
         if key:
             old = self._texts.get(key)
             if old is None or old.time < cutoff:
                 self._texts[key] = entry
-        if band_keys is not None and similarity < 1.0:
+        if indexed:
             if len(words) >= PREFIX_WORDS:
                 prefix = _prefix(key)
                 old = self._prefixes.get(prefix)
@@ -380,6 +404,7 @@ class Deduplicator:
     # ----------------------------------------------------------------- internals
 
     def _evict(self, entry: _Entry) -> None:
+        self._bytes -= entry.size
         if self._ids.get(entry.id) is entry:
             del self._ids[entry.id]
         if entry.text and self._texts.get(entry.text) is entry:

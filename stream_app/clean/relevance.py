@@ -71,6 +71,15 @@ def parse_brand(text: str, source: str) -> BrandConfig:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise SettingsError(f"{source}: not valid YAML ({exc})") from None
+    except RecursionError:  # PyYAML recurses once per nesting level
+        raise SettingsError(f"{source}: nested too deeply to be a brand file") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{source}: must be a mapping (name, accounts, keywords, ...), "
+                            f"not {type(data).__name__}")
+    for key in ("accounts", "keywords"):
+        if not isinstance(data.get(key) or [], list):
+            raise SettingsError(f"{source}: {key} must be a list")
+    data = data | {key: data.get(key) or [] for key in ("accounts", "keywords")}
     try:
         config = BrandConfig(
             name=str(data["name"]),

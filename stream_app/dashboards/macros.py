@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
+from urllib.parse import quote
 
 _MACRO = re.compile(r"\$__(\w+)")
 
@@ -33,11 +34,28 @@ def _args(sql: str, start: int) -> tuple[list[str], int]:
     raise ValueError(f"unbalanced parentheses in macro call at {start}: {sql[start:start + 40]!r}")
 
 
+def format_variable(value: str, fmt: str | None) -> str:
+    """A single-valued dashboard variable as Grafana interpolates it. No format: the value
+    as is (the ClickHouse plugin's own format() returns a single value unchanged);
+    ``percentencode``: RFC 3986 strict (Grafana's encodeURIComponentStrict, which leaves
+    only letters, digits and ``-_.~``, everything else as %XX of its UTF-8 bytes)."""
+    if fmt in (None, "raw"):
+        return value
+    if fmt == "percentencode":
+        return quote(value, safe="")
+    raise ValueError(f"variable format {fmt!r} is not expanded by this module")
+
+
+_VARIABLE = re.compile(r"\$\{(\w+)(?::(\w+))?\}")
+
+
 def expand(sql: str, time_from: datetime, time_to: datetime, interval_s: float,
            variables: dict[str, str] | None = None) -> str:
-    for name, value in (variables or {}).items():
-        sql = sql.replace("${" + name + "}", value)
-        sql = re.sub(r"\$" + re.escape(name) + r"\b", value, sql)
+    variables = variables or {}
+    sql = _VARIABLE.sub(lambda m: format_variable(variables[m[1]], m[2])
+                        if m[1] in variables else m[0], sql)
+    for name, value in variables.items():
+        sql = re.sub(r"\$" + re.escape(name) + r"\b", lambda _: value, sql)
     start, end = int(time_from.timestamp()), int(time_to.timestamp())
     start_ms, end_ms = int(time_from.timestamp() * 1000), int(time_to.timestamp() * 1000)
     seconds = max(int(interval_s), 1)

@@ -72,14 +72,15 @@ GROUP BY location
 ORDER BY volume DESC
 LIMIT 20""", ("location", "volume", "negative_share", "high_priority_share"), False, True)
 
-# Open alerts, and any raised in the time range (a replayed day shows its alerts).
+# Open alerts, and any raised in the time range (a replayed day shows its alerts, named
+# by their run; live ones say `live`).
 ALERTS = PanelSQL("""SELECT window_start, detector, location, severity, status,
-       observed, expected, score, message
+       observed, expected, score, message, run_id
 FROM dallosh.alerts FINAL
 WHERE status != 'withdrawn' AND (resolved_at IS NULL OR $__timeFilter(window_start))
 ORDER BY window_start DESC
 LIMIT 50""", ("window_start", "detector", "location", "severity", "status", "observed",
-              "expected", "score", "message"), False, True)
+              "expected", "score", "message", "run_id"), False, True)
 
 LATEST_HIGH_PRIORITY = PanelSQL("""SELECT created_at, team, topic, location, sentiment, author, text
 FROM dallosh.tweets FINAL
@@ -122,8 +123,18 @@ ORDER BY usd DESC""", ("tier", "provider", "tweets_classified", "usd", "usd_per_
                              "failed_requests"), False, True)
 
 # Spend of the day the time range ends in, against the daily budget variable.
-BUDGET_BURN = PanelSQL("""SELECT sum(cost_usd) AS spent_usd,
-       sum(cost_usd) / ${daily_budget_usd} AS budget_burn
+#
+# The budget is a textbox: whatever a viewer types (or puts in the URL as
+# ?var-daily_budget_usd=...) reaches this SQL. The ClickHouse plugin pastes a single
+# value raw (its format() returns it unchanged), and neither Grafana's `singlequote`
+# (escapes ' with \' ) nor `sqlstring` (doubles ') is safe in ClickHouse, where a
+# backslash also escapes: a value ending in \ reopens the string. `percentencode`
+# leaves only [A-Za-z0-9-_.~%] (no quote, no backslash), so the value stays inside its
+# string literal whatever it is; ClickHouse decodes it back and reads a number from it.
+# Not a number (or <= 0): no burn (NULL), never an error, never SQL.
+BUDGET_USD = ("toFloat64OrZero(decodeURLComponent('${daily_budget_usd:percentencode}'))")
+BUDGET_BURN = PanelSQL(f"""SELECT sum(cost_usd) AS spent_usd,
+       sum(cost_usd) / if({BUDGET_USD} > 0, {BUDGET_USD}, NULL) AS budget_burn
 FROM dallosh.provider_calls
 WHERE at >= toStartOfDay($__toTime) AND at <= $__toTime""", ("spent_usd", "budget_burn"), False, True)
 
@@ -133,8 +144,13 @@ WHERE at >= toStartOfDay($__toTime) AND at <= $__toTime""", ("spent_usd", "budge
 # detectors stamp alerts with the tweets' time, which is now for a live stream) and
 # updated within the rule's range; withdrawn alerts (retracted by the detectors) never
 # page. String columns become the alert instance's labels, `open` (1) its value.
-# Example tweets are looked up by id.
-_OPEN_AT_TO_TIME = """status != 'withdrawn' AND first_seen <= $__toTime
+# Example tweets are looked up by id, and quoted SCRUBBED (text_scrubbed: personal data
+# replaced by placeholders): labels go to the on-call pager and to e-mail, outside the
+# system. A tweet stored before the column existed has no scrubbed text: it is left out
+# of the examples, never quoted raw.
+# Only the live timeline pages on-call (a replay is an analysis of the past; rows stored
+# before alerts had a timeline have run_id '').
+_OPEN_AT_TO_TIME = """run_id IN ('live', '') AND status != 'withdrawn' AND first_seen <= $__toTime
         AND (resolved_at IS NULL OR resolved_at > $__toTime) AND updated_at >= $__fromTime"""
 DETECTOR_ALERTS = PanelSQL(f"""SELECT a.detector AS detector, a.location AS location, a.severity AS severity,
        a.message AS message,
@@ -144,7 +160,7 @@ DETECTOR_ALERTS = PanelSQL(f"""SELECT a.detector AS detector, a.location AS loca
        1 AS open
 FROM (SELECT * FROM dallosh.alerts FINAL
       WHERE {_OPEN_AT_TO_TIME}) AS a
-CROSS JOIN (SELECT groupArray(id) AS ids, groupArray(text) AS texts FROM dallosh.tweets FINAL
+CROSS JOIN (SELECT groupArray(id) AS ids, groupArray(text_scrubbed) AS texts FROM dallosh.tweets FINAL
             WHERE id IN (SELECT arrayJoin(example_ids) FROM dallosh.alerts FINAL
                          WHERE {_OPEN_AT_TO_TIME})) AS t""",
                            ("detector", "location", "severity", "message", "examples", "score", "open"),

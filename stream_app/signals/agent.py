@@ -46,6 +46,13 @@ STAGE = "signals"
 BATCH = 500
 PARTITION_PREFIX = "__partition__|"
 MAX_TIMELINES = 8         # replays followed at once, besides live (see Timelines)
+# A one-minute cell of a burst carries every tweet id, author and term of that minute:
+# ~934 KiB at 24,000 ordinary tweets a minute, ~1.9 MiB at 6,000 spam tweets with random
+# words, past Kafka's 1 MB message limit exactly when the product matters most. Larger
+# cells are written as a head record and chunks of this many characters (see
+# :func:`state_records`); escaping can at most double a chunk, still under 1 MB.
+MAX_STATE_CHARS = 256 * 1024
+CHUNK_MARK = "#"
 
 
 def detector_config(settings: Settings) -> DetectorConfig:
@@ -76,6 +83,35 @@ async def read_state(settings: Settings) -> dict[str, dict]:
     return {key.decode(): json.loads(value) for key, value in values.items() if value}
 
 
+def state_records(name: str, value: dict) -> list[tuple[str, dict]]:
+    """The changelog records of one state value: itself, or when its JSON is longer than
+    ``MAX_STATE_CHARS``, a head ``{"chunks": n}`` and n chunks ``name#i`` of the text."""
+    text = json.dumps(value)
+    if len(text) <= MAX_STATE_CHARS:
+        return [(name, value)]
+    parts = [text[i:i + MAX_STATE_CHARS] for i in range(0, len(text), MAX_STATE_CHARS)]
+    return [(name, {"chunks": len(parts)})] + [(f"{name}{CHUNK_MARK}{i}", {"chunk": part})
+                                               for i, part in enumerate(parts)]
+
+
+def join_chunks(state: dict[str, dict]) -> dict[str, dict]:
+    """Recovered state with chunked values put back together (the inverse of
+    :func:`state_records`). A value missing a chunk (a crash between two writes) is left
+    out and logged: its cell is rebuilt by the tweets that still arrive, not invented."""
+    joined = {}
+    for name, value in state.items():
+        if CHUNK_MARK in name:
+            continue
+        if set(value) == {"chunks"}:
+            parts = [state.get(f"{name}{CHUNK_MARK}{i}") for i in range(value["chunks"])]
+            if any(part is None for part in parts):
+                log.warning("signals: state %s lost a chunk; left out", name)
+                continue
+            value = json.loads("".join(part["chunk"] for part in parts))
+        joined[name] = value
+    return joined
+
+
 def state_key(timeline: str, name: str) -> str:
     """A changelog key: ``<timeline>|<key>|<minute>`` or ``<timeline>|__partition__|<p>``."""
     return f"{timeline}|{name}"
@@ -93,7 +129,7 @@ def split_state_key(name: str) -> tuple[str, str]:
 def restore_engines(settings: Settings, state: dict[str, dict]) -> dict[str, SignalEngine]:
     """One engine per timeline found in the recovered state."""
     by_timeline: dict[str, dict[str, dict]] = {}
-    for name, value in state.items():
+    for name, value in join_chunks(state).items():
         timeline, rest = split_state_key(name)
         by_timeline.setdefault(timeline, {})[rest] = value
     engines = {}
@@ -144,10 +180,20 @@ def register_signals_agent(app: faust.App, topics: PipelineTopics, settings: Set
     state_topic = app.topic(state_topic_name(settings), key_type=bytes, value_type=bytes,
                             key_serializer="raw", value_serializer="raw", partitions=1)
     holder: list[Timelines] = []
+    chunked: dict[str, int] = {}   # changelog key -> chunks written under it (for tombstones)
 
     async def save(timeline: str, name: str, value: dict | None) -> None:
-        payload = None if value is None else json.dumps(value).encode()  # None: a tombstone
-        await state_topic.send(key=state_key(timeline, name).encode(), value=payload)
+        key = state_key(timeline, name)
+        if value is None:  # a tombstone, for the value and any chunks of it
+            names = [key] + [f"{key}{CHUNK_MARK}{i}" for i in range(chunked.pop(key, 0))]
+            for each in names:
+                await state_topic.send(key=each.encode(), value=None)
+            return
+        records = state_records(key, value)
+        if len(records) > 1:
+            chunked[key] = len(records) - 1
+        for each, record in records:
+            await state_topic.send(key=each.encode(), value=json.dumps(record).encode())
 
     async def forget(engine: SignalEngine) -> None:
         for key, series in engine.store.minutes.items():
@@ -161,7 +207,10 @@ def register_signals_agent(app: faust.App, topics: PipelineTopics, settings: Set
     async def signals(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH, within=1.0):
             if not holder:
-                engines = restore_engines(settings, await read_state(settings))
+                recovered = await read_state(settings)
+                chunked.update({name: value["chunks"] for name, value in recovered.items()
+                                if set(value) == {"chunks"}})
+                engines = restore_engines(settings, recovered)
                 holder.append(Timelines(settings, engines))
                 if engines:
                     log.info("signals: state recovered (%d timelines)", len(engines))

@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from stream_app.records import ClassifiedTweet, iso, parse_iso
+from stream_app.records import LIVE_TIMELINE, REPLAY_PREFIX, ClassifiedTweet, iso, parse_iso, timeline_of
 from datetime import datetime, timezone
 
 MINUTE = 60
@@ -33,18 +33,11 @@ MAX_EXAMPLES = 5
 HISTORY_GAP_MINUTES = 24 * 60     # no tweet for this long: the history before is not a baseline
 TOP_TERMS = 5
 HIGH_PRIORITY = 0                 # priority 0 is the most urgent
-LIVE_TIMELINE = "live"
-REPLAY_PREFIX = "replay-"         # connectors/csv_replay.new_run_id
 _WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
 _STOPWORDS = frozenset("""avec dans depuis pour plus mais tout tous toute cette sont suis elle
 elles nous vous leur leurs quoi quand comme encore toujours rien votre notre être avoir fait
 faire très bien aussi just that this with have from your they what when there been were will
 about would free freebox https""".split())
-
-
-def timeline_of(run_id: str) -> str:
-    """The timeline a tweet's windows belong to: its replay run, or the live one."""
-    return run_id if run_id.startswith(REPLAY_PREFIX) else LIVE_TIMELINE
 
 
 @dataclass(frozen=True)
