@@ -582,7 +582,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
             raw[spec.name] = environ[spec.env_var]
             from_file.discard(spec.name)
     for name, value in overrides.items():
-        if value is not None:
+        if value is not None and value != "":  # empty means default, as for a variable
             raw[name] = value
             from_file.discard(name)
 
