@@ -434,6 +434,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "and more often."),
     SettingSpec("signals_resolve_minutes", 30, _positive_int,
                 "Event-time minutes without any signal before an alert resolves (hysteresis)."),
+    SettingSpec("signals_heartbeat_s", 30.0, _non_negative_float,
+                "Live timeline only: every this many wall-clock seconds, partitions without "
+                "traffic are taken as caught up to now minus this, so windows close and alerts "
+                "resolve when complaints stop (0: off; the watermark then waits for tweets)."),
     SettingSpec("log_level", "info", _log_level,
                 "Log level of workers and commands: debug, info, warning, error or critical."),
 )
@@ -536,6 +540,7 @@ class Settings:
     signals_trend_hours: int
     signals_trend_threshold: float
     signals_resolve_minutes: int
+    signals_heartbeat_s: float
     log_level: str
 
     @property

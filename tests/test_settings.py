@@ -147,6 +147,7 @@ BAD_VALUES = [
     ("DALLOSH_SIGNALS_TREND_HOURS", "0", "a positive integer"),
     ("DALLOSH_SIGNALS_TREND_THRESHOLD", "-8.5", "a positive number"),
     ("DALLOSH_SIGNALS_RESOLVE_MINUTES", "0", "a positive integer"),
+    ("DALLOSH_SIGNALS_HEARTBEAT_S", "-1", "a number >= 0"),
     ("DALLOSH_LOG_LEVEL", "verbose", "must be one of debug, info, warning, error, critical"),
     ("DALLOSH_LOG_LEVEL", "loud", "must be one of debug, info, warning, error, critical"),
 ]

@@ -315,3 +315,17 @@ def test_each_timeline_has_its_own_alert_ids_and_records_its_run():
     assert len({a["alert_id"] for a in alerts.values()}) == 3
     same = {k: v for k, v in alerts["replay-a"].items() if k not in ("alert_id", "run_id")}
     assert same == {k: v for k, v in alerts["replay-b"].items() if k not in ("alert_id", "run_id")}
+
+
+def test_a_live_incident_resolves_when_the_traffic_stops():
+    """Live streams close their windows by the heartbeat when partitions go idle: the
+    outage's alert resolves after its quiet time instead of staying open forever."""
+    engine = SignalEngine(partitions=4)
+    assert engine.heartbeat(T0).alerts == []          # before any tweet: nothing, no error
+    events = [(i % 4, e) for i, (_, e) in enumerate(_incident_day(0, 0)) if e.time < T0 + 361 * 60]
+    engine.feed(events)                                # traffic stops right after the outage
+    assert [a["status"] for a in engine.alerts()] == ["firing"]
+    engine.feed([])                                    # no new tweet: the watermark cannot move
+    assert [a["status"] for a in engine.alerts()] == ["firing"]
+    engine.heartbeat(T0 + 361 * 60 + 45 * 60)          # 45 quiet minutes of wall clock
+    assert [(a["location"], a["status"]) for a in engine.alerts()] == [("Bordeaux", "resolved")]

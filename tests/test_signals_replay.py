@@ -204,3 +204,55 @@ def test_a_burst_minute_of_state_fits_kafka_messages_and_reads_back_whole(kafka_
     engines = restore_engines(settings, asyncio.run(read_state(settings)))
     restored = engines["replay-burst"].store.minutes["all"][int(1_767_571_200 // 60)]
     assert restored.to_dict() == value
+
+
+def test_a_live_alert_resolves_once_the_live_stream_goes_quiet(kafka_bootstrap, tmp_path):
+    """Live tweets (run ids `stream-...`) end with a Lyon outage, then nothing more arrives:
+    the heartbeat closes the live timeline's windows by the wall clock, and the alert
+    published on `alerts` ends `resolved` instead of firing forever."""
+    import json
+    import time as wall
+    from datetime import datetime as dt
+
+    from connectors.raw_producer import RawProducer
+    from stream_app.records import iso
+
+    settings = isolated_settings(tmp_path / "data", kafka_bootstrap, signals_heartbeat_s=1)
+    asyncio.run(ensure_topics(settings.bootstrap_servers, pipeline_topics(settings),
+                              settings.partitions))
+    rng = random.Random(17)
+    end = dt.fromtimestamp(wall.time(), timezone.utc) - timedelta(minutes=50)
+    start = end - timedelta(hours=3)
+    records, n = [], 0
+    for minute in range(180):
+        outage = minute >= 150
+        for _ in range(rng.randint(3, 5) + (6 if outage else 0)):
+            n += 1
+            when = start + timedelta(minutes=minute, seconds=rng.randint(0, 59))
+            if outage and rng.random() < 0.7:
+                text = rng.choice(["@free panne fibre Lyon", "@free plus internet Lyon !",
+                                   "@free coupure Lyon depuis midi"])
+            else:
+                text = rng.choice(["@free merci {c}", "@free facture {c} ?", "@free nul {c}",
+                                   "@free box lente {c}"]).format(c=rng.choice(CITIES))
+            records.append({"id": str(10**18 + n), "text": text, "created_at": iso(when),
+                            "run_id": "stream-x-test", "source": "x", "ingested_at": iso(when),
+                            "author": f"u{n % 97}"})
+
+    async def produce() -> None:
+        async with RawProducer(settings) as producer:
+            for record in records:
+                await producer.send_raw(record)
+
+    worker = WorkerProcess(settings)
+    try:
+        asyncio.run(produce())
+        asyncio.run(wait_until_drained(settings, worker, print, timeout_s=180))
+        deadline, statuses = wall.monotonic() + 60, {}
+        while wall.monotonic() < deadline and "resolved" not in statuses.values():
+            for _, alert in read_topic(settings.bootstrap_servers, settings.topic_alerts):
+                statuses[(alert["run_id"], alert["location"])] = alert["status"]
+            wall.sleep(1)
+    finally:
+        worker.stop()
+    assert statuses == {("live", "Lyon"): "resolved"}, statuses

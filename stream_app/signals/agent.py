@@ -203,6 +203,19 @@ def register_signals_agent(app: faust.App, topics: PipelineTopics, settings: Set
             await save(engine.timeline, f"{PARTITION_PREFIX}{partition}", None)
         log.info("signals: timeline %s dropped from memory (least recently fed)", engine.timeline)
 
+    lock = asyncio.Lock()   # the agent and the heartbeat never touch an engine at once
+
+    if settings.signals_heartbeat_s > 0:
+        @app.timer(interval=settings.signals_heartbeat_s)
+        async def signals_heartbeat() -> None:
+            engine = holder[0].engines.get(LIVE_TIMELINE) if holder else None
+            if engine is None:
+                return
+            async with lock:
+                output = await asyncio.to_thread(engine.heartbeat,
+                                                 time.time() - settings.signals_heartbeat_s)
+                await _publish(engine, output, set(), save, topics)
+
     @app.agent(topics.classified, name="signals")
     async def signals(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH, within=1.0):
@@ -228,11 +241,12 @@ def register_signals_agent(app: faust.App, topics: PipelineTopics, settings: Set
                     continue
                 batches.setdefault(tweet_event.timeline, []).append(
                     (event.message.partition, tweet_event))
-            for timeline, batch in batches.items():
-                engine, evicted = timelines.engine(timeline)
-                for old in evicted:
-                    await forget(old)
-                await _feed(engine, batch, save, topics)
+            async with lock:
+                for timeline, batch in batches.items():
+                    engine, evicted = timelines.engine(timeline)
+                    for old in evicted:
+                        await forget(old)
+                    await _feed(engine, batch, save, topics)
 
 
 async def _feed(engine: SignalEngine, batch: list[tuple[int, TweetEvent]], save, topics: PipelineTopics) -> None:
@@ -249,6 +263,12 @@ async def _feed(engine: SignalEngine, batch: list[tuple[int, TweetEvent]], save,
     # the same few minutes, and every write is a changelog message.
     touched = {(key, int(tweet_event.time // MINUTE))
                for _, tweet_event in batch for key in tweet_event.keys()}
+    await _publish(engine, output, touched, save, topics)
+
+
+async def _publish(engine: SignalEngine, output, touched: set[tuple[str, int]], save,
+                   topics: PipelineTopics) -> None:
+    """The changelog (touched cells, partition clocks), then windows and alert changes."""
     for key, minute in touched:
         aggregate = engine.store.minutes.get(key, {}).get(minute)
         if aggregate is not None:

@@ -116,6 +116,20 @@ class SignalEngine:
             return None
         return min(self.partition_max.values()) - self.lateness
 
+    def heartbeat(self, event_time: float) -> EngineOutput:
+        """The live timeline's clock when traffic stops: no partition is behind
+        ``event_time`` (the wall clock less a margin, given by the agent's timer). An idle
+        partition would otherwise hold the watermark forever, so a live incident would never
+        resolve and the wall would show the last busy minute at 3 a.m. A tweet that still
+        arrives older than that is late data, revised as any other. No-op before the
+        timeline's first tweet (nothing to close, and a first tweet must not arrive late)."""
+        if not self.store.minutes:
+            return EngineOutput()
+        for partition in range(max(self.partitions, len(self.partition_max))):
+            if self.partition_max.get(partition, float("-inf")) < event_time:
+                self.partition_max[partition] = event_time
+        return self._advance()
+
     def finish(self) -> EngineOutput:
         """Close everything (end of a finite timeline, as in the evaluation harness)."""
         if not self.partition_max:
