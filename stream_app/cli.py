@@ -186,8 +186,12 @@ def replay(files: tuple[Path, ...], maps: tuple[str, ...], dry_run: bool, speed:
 @click.option("--keep-infra", is_flag=True, help="Leave the local broker running afterwards.")
 @click.option("--timeout", "timeout_s", default=600.0, show_default=True,
               help="Seconds to wait for the pipeline to process everything.")
+@click.option("--train-first-run-model", "train_model", is_flag=True,
+              help="With no local model cached, train the first-run model (frozen encoder, about "
+                   "a minute) before replaying. Off by default: on the held-out sets it scores "
+                   "below the rules (README, The local model tier).")
 @friendly_errors
-def demo(file: Path | None, keep_infra: bool, timeout_s: float) -> None:
+def demo(file: Path | None, keep_infra: bool, timeout_s: float, train_model: bool) -> None:
     """Run the whole pipeline locally on the bundled sample (or FILE) and print a summary.
 
     Starts the local broker if needed, runs a worker, replays, waits until every tweet
@@ -196,7 +200,7 @@ def demo(file: Path | None, keep_infra: bool, timeout_s: float) -> None:
     from stream_app.demo import DemoError, run_demo
     try:
         result = run_demo(current_settings(), file, keep_infra=keep_infra, timeout_s=timeout_s,
-                          say=click.echo)
+                          say=click.echo, train_model=train_model)
     except DemoError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
@@ -255,51 +259,116 @@ def data_fetch(force: bool) -> None:
 
 @main.group("eval", invoke_without_command=True)
 @click.option("--data", "data_arg", metavar="CSV|airline|english|french",
-              help="A CSV with 'text' and 'sentiment' columns, or a fetched dataset's held-out "
-                   "test split: airline (Twitter US Airline), english (other tweets), french "
-                   "(Amazon.fr reviews, binary).")
-@click.option("--model", default="rules", show_default=True,
-              help="What to evaluate: 'rules' (the degraded lexicon tier), a local-model "
-                   "artifact directory written by `dallosh train`, or a fine-tuned "
-                   "sequence-classification checkpoint directory.")
+              help="A CSV with a 'text' column and any of 'sentiment', 'priority' (0/1/2), "
+                   "'topic' (the brand's topics) and 'location' columns, or a fetched dataset's "
+                   "held-out test split: airline (Twitter US Airline), english (other tweets), "
+                   "french (Amazon.fr reviews, binary).")
+@click.option("--brand", "brand_arg", metavar="FILE|NAME",
+              help="The brand whose taxonomy the labels use: a brand YAML file or a built-in "
+                   "brand (free, airline). Default: the settings' brand.")
+@click.option("--model", default=None,
+              help="What to evaluate: 'rules' (the degraded lexicon tier, the default with "
+                   "--data), a local-model artifact directory written by `dallosh train`, or a "
+                   "fine-tuned sequence-classification checkpoint directory. With --from-store "
+                   "the default is the configured local model (DALLOSH_LOCAL_MODEL), else rules.")
+@click.option("--baseline", type=click.Choice(["rules", "none"]), default=None,
+              help="Also score the rules tier in the same run, beside the model "
+                   "(default: rules when --model is a directory).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the metrics (n, accuracy, macro_f1, per_class, confusion...) here.")
+              help="Write the metrics here: per_label.<label>.{accuracy, macro_f1, per_class, "
+                   "confusion, calibration}, baseline.per_label..., and the sentiment metrics "
+                   "at the top level.")
 @click.option("--confusion", "png_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also save the confusion matrix as a PNG.")
+              help="Also save the confusion matrices as PNGs (sentiment at this path, the other "
+                   "labels beside it as NAME.<label>.png).")
+@click.option("--from-store", is_flag=True,
+              help="The drift watch: classify again, with the local tier, the tweets a cloud or "
+                   "on-prem provider classified in ClickHouse, and report where they disagree.")
+@click.option("--run", "run_id", metavar="RUN_ID", help="With --from-store: only this replay.")
+@click.option("--since", metavar="DURATION|TIME",
+              help="With --from-store: only tweets classified since then (24h, 7d, or ISO time).")
+@click.option("--limit", default=5000, show_default=True, type=click.IntRange(min=1),
+              help="With --from-store: at most this many of the latest tweets.")
+@click.option("--examples", default=5, show_default=True, type=click.IntRange(min=0),
+              help="With --from-store: disagreements shown per label (scrubbed text).")
 @click.pass_context
 @friendly_errors
-def eval_command(ctx: click.Context, data_arg: str | None, model: str, json_path: Path | None,
-                 png_path: Path | None) -> None:
-    """Measure a sentiment classifier on labelled data: accuracy, macro-F1, per class.
+def eval_command(ctx: click.Context, data_arg: str | None, brand_arg: str | None,
+                 model: str | None, baseline: str | None, json_path: Path | None,
+                 png_path: Path | None, from_store: bool, run_id: str | None,
+                 since: str | None, limit: int, examples: int) -> None:
+    """Measure a classifier on labelled data, every label the CSV has: accuracy,
+    macro-F1, per class, confusion, calibration; the rules tier beside a model.
 
-    `dallosh eval signals` evaluates the weak-signal detectors instead.
+    `dallosh eval --from-store` is the drift watch (local tier vs the LLM on stored
+    tweets); `dallosh eval signals` evaluates the weak-signal detectors instead.
     """
     if ctx.invoked_subcommand is not None:
         return
+    if from_store and data_arg is not None:
+        raise click.UsageError("give either --data (labelled CSV) or --from-store, not both")
+    if not from_store and (run_id or since):
+        raise click.UsageError("--run and --since go with --from-store")
     # Required for the classifier evaluation itself, not for its subcommands.
-    if data_arg is None:
+    if data_arg is None and not from_store:
         raise click.MissingParameter(ctx=ctx, param_hint="'--data'", param_type="option")
     if json_path is None:
         raise click.MissingParameter(ctx=ctx, param_hint="'--json'", param_type="option")
     from stream_app.local_model import evaluate as ev
     from stream_app.local_model.datasets import DatasetError
+    from stream_app.local_model.drift import DriftError
     from stream_app.local_model.encoders import LocalModelError
+    from stream_app.taxonomy import TaxonomyError
     try:
         settings = current_settings()
-        path = ev.resolve_eval_data(data_arg, settings.cache_dir, progress=click.echo)
-        rows = ev.read_labelled_csv(path)
-        predict = ev.load_predictor(model, {label for _, label in rows}, settings.local_model_threads)
-    except (DatasetError, ev.LabelledDataError, LocalModelError) as exc:
+        taxonomy = ev.load_eval_taxonomy(brand_arg, settings)
+        if from_store:
+            result, lines = _drift_watch(settings, taxonomy, model, run_id, since, limit, examples)
+        else:
+            path = ev.resolve_eval_data(data_arg, settings.cache_dir, progress=click.echo)
+            labelled = ev.read_labelled_set(path, taxonomy)
+            sentiments = {t for t in labelled.truth.get("sentiment", []) if t} or set(ev.SENTIMENTS)
+            model = model or "rules"
+            predictor = ev.load_label_predictor(model, taxonomy, sentiments,
+                                                settings.local_model_threads)
+            if (baseline or ("none" if model == "rules" else "rules")) == "rules":
+                baseline_predictor = ev.RulesLabels(taxonomy)
+            else:
+                baseline_predictor = None
+            result = {**ev.evaluate_file(labelled, predictor, taxonomy, baseline_predictor),
+                      "model": model}
+            lines = ev.format_label_tables(result)
+    except (DatasetError, ev.LabelledDataError, LocalModelError, TaxonomyError,
+            DriftError) as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
-    result = {"data": str(path), "model": model, **ev.evaluate(predict, rows)}
-    for line in ev.format_result(result):
+    for line in lines:
         click.echo(line)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     click.echo(f"metrics: {json_path}")
-    if png_path is not None:
-        click.echo(f"confusion matrix: {ev.write_confusion_png(result, png_path)}")
+    if png_path is not None and not from_store:
+        for written in ev.write_confusion_pngs(result, png_path):
+            click.echo(f"confusion matrix: {written}")
+
+
+def _drift_watch(settings: Settings, taxonomy, model: str | None, run_id: str | None,
+                 since: str | None, limit: int, examples: int) -> tuple[dict, list[str]]:
+    """`dallosh eval --from-store`: see stream_app/local_model/drift.py."""
+    from stream_app.classify.local_tier import local_model_present
+    from stream_app.local_model import drift
+    from stream_app.local_model.evaluate import load_label_predictor
+    from stream_app.storage.clickhouse import store_session
+    if model is None:
+        model = str(settings.local_model) if local_model_present(settings.local_model) else "rules"
+    since_at = drift.parse_since(since) if since else None
+    predictor = load_label_predictor(model, taxonomy, threads=settings.local_model_threads)
+    with store_session(settings.clickhouse_dsn) as client:
+        answers = drift.load_llm_answers(client, taxonomy.brand, run_id, since_at, limit)
+    report = {**drift.drift_report(answers, predictor, taxonomy, examples), "local": model,
+              "filters": {"run": run_id, "since": since_at.isoformat() if since_at else None,
+                          "limit": limit}}
+    return report, drift.format_drift(report)
 
 
 @eval_command.command("signals")
@@ -355,29 +424,101 @@ def eval_signals_command(json_path: Path, seed: int) -> None:
               help="Stop after this many epochs without a better validation macro-F1.")
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Seed of weight init and shuffling (same data + seed = same model).")
+@click.option("--brand", "brand_file", metavar="FILE|NAME",
+              help="Brand whose taxonomy the topic and priority heads learn (few-shot, from its "
+                   "examples): a brand YAML file or a built-in brand (free, airline). Default: the "
+                   "configured brand (DALLOSH_BRAND_FILE / DALLOSH_BRAND).")
+@click.option("--heads-only", is_flag=True,
+              help="Reuse the encoder and sentiment head of the artifact at --out and retrain only "
+                   "the brand's topic and priority heads (seconds, not the 17-minute recipe).")
+@click.option("--full", is_flag=True,
+              help="Train everything even when the artifact at --out was trained on the same data "
+                   "with the same encoder (by default only the brand's heads are retrained then).")
+@click.option("--from-store", is_flag=True,
+              help="Add the tweets a cloud/on-prem provider classified (ClickHouse) to the training "
+                   "data of every head (distillation).")
+@click.option("--corrections", "corrections", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Analysts' corrections: CSV with 'text' and any of sentiment, priority, topic "
+                   "(weighted above the examples). Repeat for several.")
+@click.option("--fewshot-method", type=click.Choice(["logreg", "prototype", "contrastive"]),
+              default="logreg", show_default=True, help="How the brand's heads learn from examples.")
+@click.option("--compare", is_flag=True,
+              help="Also cross-validate the other few-shot methods on the brand's examples and print them.")
 @friendly_errors
 def train_command(data_args: tuple[str, ...], encoder: str, out_dir: Path | None, layers: int | None,
                   tune_layers: int | None, tune_epochs: int, hidden: int, max_epochs: int,
-                  patience: int, seed: int) -> None:
+                  patience: int, seed: int, brand_file: str | None, heads_only: bool, full: bool,
+                  from_store: bool, corrections: tuple[Path, ...], fewshot_method: str,
+                  compare: bool) -> None:
     """Train the local model tier: e5-small's top layers fine-tuned on the labels (other
-    encoders frozen), then calibrated MLP heads. ~17 minutes on 2 cores with the
-    default data."""
+    encoders frozen), calibrated sentiment head, then the brand's topic and priority
+    heads from its taxonomy's examples. ~17 minutes on 2 cores with the default data;
+    with an artifact already at --out, only the brand's heads (seconds)."""
+    from dataclasses import asdict
+
+    from stream_app.local_model import extra_data
     from stream_app.local_model.datasets import DatasetError
     from stream_app.local_model.encoders import LocalModelError
-    from stream_app.local_model.train import TrainConfig, resolve_training_data, train_model
+    from stream_app.local_model.fewshot import METHODS, brand_taxonomy
+    from stream_app.local_model.model import read_model_meta
+    from stream_app.local_model.train import (BrandTraining, TrainConfig, data_fingerprint, resolve_training_data,
+                                              retrain_heads, train_model)
+    from stream_app.taxonomy import TaxonomyError
     settings = current_settings()
     out_dir = out_dir or settings.local_model or settings.cache_dir / "models" / "local"
     config = TrainConfig(encoder=encoder, layers=layers, tune_layers=tune_layers, tune_epochs=tune_epochs,
                          hidden=hidden, max_epochs=max_epochs, patience=patience, seed=seed,
                          threads=settings.local_model_threads)
     try:
-        paths = resolve_training_data(data_args, settings.cache_dir, progress=click.echo)
+        if heads_only and full:
+            raise LocalModelError("--heads-only and --full contradict each other; give one")
+        brand = brand_taxonomy(settings, brand_file)
+        parts = []
+        if corrections:
+            parts.append(extra_data.read_corrections(corrections))
+        if from_store:
+            parts.append(extra_data.read_store_rows(settings.clickhouse_dsn))
+        extras = extra_data.combine(*parts) if parts else None
+        if extras is not None:
+            click.echo(f"extra training rows: {extra_data.describe(extras)}")
+        if brand.taxonomy is None:
+            if heads_only or extras is not None:
+                raise LocalModelError(f"{brand.source} declares no taxonomy: nothing to learn topics "
+                                      "and priorities from (add a `taxonomy` section)")
+            click.echo(f"note: {brand.source} declares no taxonomy; topic and priority come from "
+                       "the CSV columns when present, else from the rules")
+            training = None
+        else:
+            training = BrandTraining(brand, extras, fewshot_method,
+                                     tuple(METHODS) if compare else ())
+        existing = (out_dir / "model.json").is_file()
+        if heads_only and not existing:
+            raise LocalModelError(f"--heads-only: no artifact at {out_dir} to reuse; train it first "
+                                  "(`dallosh train`), or give --out DIR")
+        paths = [] if heads_only else resolve_training_data(data_args, settings.cache_dir,
+                                                            progress=click.echo)
+        if not heads_only and not full and existing and training is not None:
+            meta = read_model_meta(out_dir)
+            same = meta.get("train_config") == asdict(config) and \
+                meta.get("data_sha256") == data_fingerprint(paths)
+            if same:
+                click.echo(f"{out_dir} was trained on the same data with the same encoder: reusing "
+                           "its encoder and sentiment head, retraining the brand's heads (--full "
+                           "retrains everything)")
+                heads_only = True
+        if heads_only:
+            meta = retrain_heads(out_dir, out_dir, training, config, progress=click.echo)
+            click.echo(f"model {meta['name']} ({', '.join(meta['heads'])} heads, brand "
+                       f"{brand.brand}) saved to {out_dir}; heads retrained in {meta['seconds']}s")
+            return
         meta = train_model(paths, out_dir, config, progress=click.echo,
-                           embedding_cache=settings.cache_dir / "models" / "embeddings")
-    except (DatasetError, LocalModelError) as exc:
+                           embedding_cache=settings.cache_dir / "models" / "embeddings", brand=training)
+    except (DatasetError, LocalModelError, TaxonomyError) as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
-    click.echo(f"model {meta['name']} ({', '.join(meta['heads'])} heads) saved to {out_dir}; "
+    click.echo(f"model {meta['name']} ({', '.join(meta['heads'])} heads"
+               f"{f', brand {brand.brand}' if training else ''}) saved to {out_dir}; "
                f"fine-tune {meta['tune_s']}s, encode {meta['encode_s']}s, heads {meta['train_s']}s")
 
 

@@ -252,3 +252,45 @@ def test_breaker_recovers_through_a_half_open_probe(counter):
             assert {o.provider for o in second.outcomes} == {"cloud-a"}
             assert cascade.breakers["cloud-a"].state == "closed"
     asyncio.run(main())
+
+
+def test_every_tier_uses_the_brand_taxonomy(counter):
+    """An airline brand: the provider receives the airline's prompt and schema and its
+    airline labels are kept (team from the taxonomy when the model gives none that
+    exists); when the provider is down, the rules classify into the airline's topics."""
+    from stream_app.taxonomy import builtin_taxonomy
+    airline = builtin_taxonomy("airline")
+
+    def airline_model(request: Request) -> Respond:
+        return completion([{"id": it["id"], "sentiment": "negative", "priority": 1,
+                            "topic": "Baggage", "team": "network_ops", "confidence": 0.8,
+                            "reason": "bag lost"} for it in items_in(request)])
+
+    async def main():
+        items = [Item("1", "@united you lost my suitcase, awful", "@united you lost my suitcase, awful"),
+                 Item("2", "flight cancelled, stuck in Denver", "flight cancelled, stuck in Denver")]
+        cloud = FakeServer().route(PATH, airline_model)
+        async with serving(cloud):
+            cascade = Cascade([provider(cloud.url, "cloud-a")], OpenAICompatibleClient(trust_env=False),
+                              counter, taxonomy=airline)
+            result = await cascade.classify(items, "run-1")
+            body = cloud.requests_to(PATH)[0].json()
+        system = body["messages"][0]["content"]
+        assert "baggage -> baggage_services" in system and "fibre" not in system
+        schema = body["response_format"]["json_schema"]["schema"]
+        assert schema["properties"]["items"]["items"]["properties"]["topic"]["enum"] == list(airline.topic_names)
+        assert {(o.label.topic, o.label.team) for o in result.outcomes} == {("baggage", "baggage_services")}
+
+        down = Cascade([provider(f"http://127.0.0.1:{free_port()}", "dead")],
+                       OpenAICompatibleClient(trust_env=False), counter, taxonomy=airline)
+        result = await down.classify(items, "run-2")
+        labels = [(o.tier, o.label.topic, o.label.team, o.label.priority) for o in result.outcomes]
+        assert labels == [("degraded", "baggage", "baggage_services", 1),
+                          ("degraded", "delays_cancellations", "operations", 0)]
+    asyncio.run(main())
+
+
+def test_topics_without_their_taxonomy_are_refused(counter):
+    with pytest.raises(ValueError, match="pass taxonomy="):
+        Cascade([], OpenAICompatibleClient(trust_env=False), counter, ("cards", "other"),
+                {"cards": "x", "other": "y"})

@@ -275,6 +275,41 @@ def test_a_brand_file_loads_or_is_refused_with_a_reason(text):
     brand.relevance("@free panne fibre", "jeanb", "")
 
 
+BASE_BRAND = yaml.safe_load((Path(__file__).parent / "brands" / "bank.yaml").read_text("utf-8"))
+TOPIC_FIELDS = ["name", "team", "description", "examples", "keywords", "urgent", "bogus"]
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(BRAND_FIELDS + ["taxonomy"]), YAML_VALUES, max_size=2),
+       st.integers(0, 4), st.dictionaries(st.sampled_from(TOPIC_FIELDS), YAML_VALUES, max_size=2),
+       st.dictionaries(st.sampled_from([0, 1, 2, 3, "x"]), YAML_VALUES, max_size=1))
+def test_a_mutated_brand_file_with_a_taxonomy_loads_or_is_refused_with_a_reason(top, topic_index,
+                                                                               topic_changes,
+                                                                               priority_changes):
+    """A valid brand file (tests/brands/bank.yaml) with fields replaced at every level:
+    the loader returns a brand or one error naming the file, never a crash."""
+    import copy
+    data = copy.deepcopy(BASE_BRAND)
+    data.update(top)
+    taxonomy = data.get("taxonomy")
+    if isinstance(taxonomy, dict):
+        topics = taxonomy.get("topics")
+        if isinstance(topics, list) and topics:
+            topic = topics[topic_index % len(topics)]
+            if isinstance(topic, dict):
+                topic.update(topic_changes)
+        if isinstance(taxonomy.get("priorities"), dict):
+            taxonomy["priorities"].update(priority_changes)
+    text = yaml.safe_dump(data, allow_unicode=True)
+    try:
+        brand = parse_brand(text, "brand.yaml")
+    except SettingsError as exc:
+        assert str(exc).startswith("brand.yaml")
+        return
+    brand.relevance("@bank carte bloquée", "jeanb", "")
+    assert "other" in brand.taxonomy.topic_names
+
+
 @FUZZ
 @given(yaml_documents(PROVIDER_FIELDS, YAML_VALUES))
 def test_a_providers_file_loads_or_is_refused_with_a_reason(text):

@@ -22,7 +22,7 @@ from tests.conftest import isolated_settings
 from tests.live_server import CUT, HOLD, RESET, FakeServer, Respond, SleepRecorder, Stream
 from tests.test_cli import assert_clean_error, dallosh
 from tests.test_live_mastodon import REST, STREAM, run_masto, sse_stream, status, update
-from tests.test_live_x_stream import KEEPALIVE, run_x, tweet
+from tests.test_live_x_stream import run_x, tweet
 
 pytestmark = pytest.mark.timeout(30)
 

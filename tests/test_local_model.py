@@ -92,7 +92,7 @@ def test_small_head_beats_the_majority_baseline_clearly(airline, artifact, encod
 
 def test_artifact_round_trips_with_its_metadata(airline, artifact, encoder) -> None:
     meta = json.loads((artifact / "model.json").read_text(encoding="utf-8"))
-    assert meta["format"] == 2 and meta["encoder"] == "minilm" and meta["dim"] == encoder.dim
+    assert meta["format"] == 3 and meta["encoder"] == "minilm" and meta["dim"] == encoder.dim
     assert meta["fine_tune"] is None and meta["encoder_layers"] is None  # minilm stays frozen
     assert meta["heads"]["sentiment"]["labels"] == ["negative", "neutral", "positive"]
     assert meta["data"][0]["rows_used"] == TRAIN_ROWS and len(meta["data_sha256"]) == 64
@@ -205,7 +205,7 @@ def test_e5_small_fine_tuned_layers_are_trained_saved_and_reloaded(airline, tmp_
                                    max_epochs=10, patience=3), progress=lambda _: None)
     assert meta["fine_tune"]["tuned_layers"] == [1, 2] and meta["fine_tune"]["best_epoch"] == 1
     saved = json.loads((out / "model.json").read_text(encoding="utf-8"))
-    assert (saved["format"], saved["encoder_layers"], saved["tuned_from"]) == (2, 2, 1)
+    assert (saved["format"], saved["encoder_layers"], saved["tuned_from"]) == (3, 2, 1)
 
     texts = [text for text, _ in airline["test"][:40]]
     model = LocalModel.load(out)

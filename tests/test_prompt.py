@@ -17,6 +17,7 @@ from stream_app.classify.types import Item
 from stream_app.clean.cleaning import clean_text
 from stream_app.clean.pii import scrub_pii
 from stream_app.records import schema_errors
+from stream_app.taxonomy import builtin_taxonomy, parse_taxonomy
 
 PHONE = "06 12 34 56 78"
 
@@ -63,14 +64,48 @@ def test_schema_follows_the_configured_vocabulary() -> None:
     assert "0 = high" in loose["properties"]["priority"]["description"]
 
 
+def _taxonomy(topics: dict[str, str]):
+    return parse_taxonomy({
+        "topics": [{"name": name, "team": team, "description": f"about {name} things",
+                    "examples": [f"{name} example {i}" for i in range(8)]}
+                   for name, team in topics.items()],
+        "priorities": {level: {"description": f"level {level} means this",
+                               "examples": [f"p{level} example {i}" for i in range(6)]}
+                       for level in (0, 1, 2)}}, "test")
+
+
 def test_system_prompt_states_the_task() -> None:
-    text = prompt.system_prompt(TOPICS, DEFAULT_TEAMS)
+    text = prompt.system_prompt()
     for word in (*TOPICS, *DEFAULT_TEAMS.values(), "negative", "neutral", "positive",
                  "French", "English", "JSON only", "at most 12 words", "0 = high"):
         assert word in text, word
-    custom = prompt.system_prompt(("panne", "autre"), {"panne": "noc", "autre": "sav"})
+    custom = prompt.system_prompt(_taxonomy({"panne": "noc", "autre": "sav", "other": "sav"}))
     assert "panne -> noc" in custom and "billing" not in custom
-    assert prompt.PROMPT_VERSION == "v1"
+    assert prompt.PROMPT_VERSION == "v2"
+
+
+@pytest.mark.parametrize("brand", ["free", "airline"])
+def test_system_prompt_is_generated_from_the_brand_taxonomy(brand: str) -> None:
+    """Topic names, teams, descriptions, the first example of each topic and the
+    priority descriptions: what the LLM needs to label into the brand's vocabulary."""
+    taxonomy = builtin_taxonomy(brand)
+    text = prompt.system_prompt(taxonomy)
+    for topic in taxonomy.topics:
+        assert f"- {topic.name} -> {topic.team}: {topic.description}" in text
+        assert json.dumps(topic.examples[0], ensure_ascii=False) in text
+        assert topic.examples[-1] not in text  # the examples are the local tier's, not all sent
+    for level in taxonomy.priorities:
+        assert f"{level.level} = {level.description}" in text
+    other = {"free": "delays_cancellations", "airline": "fibre"}[brand]
+    assert other not in text
+
+
+def test_schema_enumerates_the_brand_topics_and_teams() -> None:
+    airline = builtin_taxonomy("airline")
+    item = prompt.response_schema(airline.topic_names, airline.teams)["properties"]["items"]["items"]
+    assert item["properties"]["topic"]["enum"] == list(airline.topic_names)
+    assert set(item["properties"]["team"]["enum"]) == set(airline.teams.values())
+    assert "baggage_services" in item["properties"]["team"]["enum"]
 
 
 def test_rendering_sends_scrubbed_text_when_asked() -> None:
@@ -126,3 +161,17 @@ def test_request_overhead(counter: TokenCounter) -> None:
     plain = prompt.request_overhead_tokens(counter)
     assert plain == counter.count(prompt.system_prompt()) + prompt.CHAT_FRAMING_TOKENS
     assert prompt.request_overhead_tokens(counter, structured=True) > plain + 200
+
+
+@pytest.mark.parametrize("brand", ["free", "airline"])
+def test_taxonomy_prompt_overhead_stays_bounded(counter: TokenCounter, brand: str) -> None:
+    """The taxonomy (descriptions, one example per topic, priority descriptions) costs
+    input tokens on every request. Measured (o200k_base): ~910 tokens for either shipped
+    brand, ~1,240 with the schema as structured output; a 50-tweet request carries
+    ~2,000 tokens of tweets, so the overhead stays under half of a full request."""
+    taxonomy = builtin_taxonomy(brand)
+    plain = prompt.request_overhead_tokens(counter, taxonomy)
+    assert 600 < plain < 1100, plain
+    assert prompt.request_overhead_tokens(counter, taxonomy, structured=True) < 1500
+    # Each quoted example is paid for on every request: one per topic, not all of them.
+    assert plain < counter.count(" ".join(e for t in taxonomy.topics for e in t.examples))

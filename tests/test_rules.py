@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stream_app.classify.rules import (DEFAULT_TEAMS, SENTIMENTS, TOPICS,
+from stream_app.taxonomy import builtin_taxonomy
+from stream_app.classify.rules import (DEFAULT_TEAMS, SENTIMENTS, TOPICS, compile_rules,
                                        RuleClassification, classify_text)
 
 # (text, sentiment, topic or None for "any", priority or None for "any")
@@ -276,3 +277,48 @@ def test_negative_tweets_are_rarely_called_positive() -> None:
     flipped = [text for label, text in LABELLED
                if label == "negative" and classify_text(text).sentiment == "positive"]
     assert len(flipped) <= 2, flipped
+
+
+# ------------------------------------------------------------------ the brand's taxonomy
+
+def _bank():
+    from pathlib import Path
+
+    from stream_app.clean.relevance import parse_brand
+    return parse_brand((Path(__file__).parent / "brands" / "bank.yaml").read_text(), "bank").taxonomy
+
+
+def test_rules_classify_into_the_brand_topics():
+    bank = _bank()
+    cases = {
+        "card declined at the petrol station": ("cards", "card_services"),       # keywords
+        "the banking app won't let me log in": ("app_login", "digital_support"),
+        "my mortgage application is stuck": ("loans", "lending"),                # derived words
+        "is this text message a scam?": ("fraud", "fraud_team"),
+        "love you acme bank": ("other", "social_media"),   # the brand's name is no topic
+        "panne générale, plus de 4G": ("other", "social_media"),  # no telecom words here
+    }
+    for text, expected in cases.items():
+        result = classify_text(text, taxonomy=bank)
+        assert (result.topic, result.team) == expected, (text, result)
+
+
+def test_priority_follows_the_topic_flagged_urgent_not_a_topic_name():
+    bank = _bank()
+    fraud = classify_text("scam payments on my account, terrible", taxonomy=bank)
+    assert (fraud.topic, fraud.sentiment, fraud.priority) == ("fraud", "negative", 0)
+    cards = classify_text("my debit card is declined, terrible", taxonomy=bank)
+    assert (cards.topic, cards.sentiment, cards.priority) == ("cards", "negative", 1)
+    airline = compile_rules(builtin_taxonomy("airline"))
+    assert airline.classify("flight delayed again, awful").priority == 0
+    assert airline.classify("the seat was dirty, awful").priority == 1
+
+
+def test_negated_verbs_and_lost_services_come_from_the_taxonomy():
+    assert classify_text("ça capte plus du tout").topic == "mobile"
+    assert classify_text("plus de wifi depuis hier").topic == "outage"  # a lost service
+    airline = builtin_taxonomy("airline")
+    result = classify_text("nobody answers, awful", taxonomy=airline)
+    assert (result.topic, result.sentiment) == ("customer_service", "negative")
+    # A brand without negated verbs still reads "does not work" as negative.
+    assert classify_text("it does not work", taxonomy=_bank()).sentiment == "negative"

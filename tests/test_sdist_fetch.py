@@ -13,7 +13,6 @@ import io
 import subprocess
 import tarfile
 import threading
-from pathlib import Path
 from typing import Iterator
 
 import pytest

@@ -210,7 +210,6 @@ def test_a_live_alert_resolves_once_the_live_stream_goes_quiet(kafka_bootstrap, 
     """Live tweets (run ids `stream-...`) end with a Lyon outage, then nothing more arrives:
     the heartbeat closes the live timeline's windows by the wall clock, and the alert
     published on `alerts` ends `resolved` instead of firing forever."""
-    import json
     import time as wall
     from datetime import datetime as dt
 

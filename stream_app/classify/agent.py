@@ -29,15 +29,15 @@ import faust
 
 from stream_app import metrics
 from stream_app.classify.local_tier import load_local_tier
+from stream_app.local_model.fewshot import brand_taxonomy
 from stream_app.classify.cascade import Cascade
 from stream_app.classify.finops import BudgetGovernor
 from stream_app.classify.provider_client import OpenAICompatibleClient
 from stream_app.classify.provider_config import load_providers
 from stream_app.classify.reuse import RecentClassifications
-from stream_app.classify.rules import DEFAULT_TEAMS, TOPICS
 from stream_app.classify.tokens import TokenCounter
 from stream_app.classify.types import Item, Outcome
-from stream_app.clean.relevance import CUSTOMER
+from stream_app.clean.relevance import CUSTOMER, load_brand
 from stream_app.records import (ClassifiedTweet, CleanTweet, DeadLetter, compile_flat_schema, iso,
                                 utc_now)
 from stream_app.settings import Settings
@@ -90,9 +90,11 @@ def _string_id(data: object) -> str:
 
 def build_cascade(settings: Settings) -> Cascade:
     return Cascade(load_providers(settings.providers), OpenAICompatibleClient(),
-                   TokenCounter(cache_dir=settings.cache_dir), TOPICS, DEFAULT_TEAMS,
+                   TokenCounter(cache_dir=settings.cache_dir),
+                   taxonomy=load_brand(settings).taxonomy,  # every tier: the brand's labels
                    governor=BudgetGovernor(settings.max_cost_per_hour, settings.max_cost_per_day),
-                   local_tier=load_local_tier(settings.local_model, settings.local_model_threads),
+                   local_tier=load_local_tier(settings.local_model, settings.local_model_threads,
+                                              brand_taxonomy(settings)),
                    escalate_below=settings.local_escalate_below,
                    deadline_s=settings.classify_deadline_s, max_items=settings.classify_max_items)
 

@@ -28,6 +28,8 @@ _ITEMS_ARRAY = re.compile(r'"items"\s*:\s*\[')
 def parse_items(content: str, expected_ids: Sequence[str], topics: Sequence[str] = TOPICS,
                 teams: Mapping[str, str] = DEFAULT_TEAMS) -> tuple[dict[str, Label], list[str]]:
     """The labels in a model's answer, by id, and the expected ids to send again.
+    ``topics`` and ``teams`` are the brand's (``taxonomy.topic_names``, ``.teams``); the
+    defaults are the built-in ``free`` brand's.
 
     Accepted shapes: ``{"items": [...]}`` (or another single list of objects under any
     key), a bare list, a single item object; inside a ```json fence or not, after a
@@ -146,7 +148,7 @@ def _label(raw: dict, topic_names: Mapping[str, str], team_names: Mapping[str, s
     team = raw.get("team")
     team = team_names.get(team.strip().lower()) if isinstance(team, str) else None
     if team is None:
-        team = teams.get(topic) or DEFAULT_TEAMS.get(topic, DEFAULT_TEAMS["other"])
+        team = teams.get(topic) or teams.get("other") or DEFAULT_TEAMS.get(topic, DEFAULT_TEAMS["other"])
     reason = raw.get("reason")
     reason = " ".join(str(reason).split())[:REASON_MAX_CHARS] if reason is not None else ""
     return Label(sentiment=sentiment, priority=priority, topic=topic, team=team,

@@ -13,6 +13,10 @@ first, and only items whose calibrated confidence is below the threshold go up t
 providers; if no provider answers them, the local answer stands.
 
 Privacy: a provider without zero data retention receives ``text_scrubbed`` only.
+
+Labels: every tier classifies into the brand's taxonomy (``taxonomy=``, from the brand
+file): the providers' prompt and response schema are generated from it, their answers
+are read against its topic names and teams, and the degraded rules use its keywords.
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ from stream_app.classify.answers import parse_items
 from stream_app.classify.provider_client import OpenAICompatibleClient, ProviderError
 from stream_app.classify.resilience import Attempt, CircuitBreaker, RateLimiter, call_with_retries
 from stream_app.classify.provider_config import ProviderConfig
-from stream_app.classify.rules import classify_text
+from stream_app.classify.rules import DEFAULT_TAXONOMY, RuleSet, compile_rules
 from stream_app.classify.tokens import TokenCounter
 from stream_app.classify.types import Item, Label, Outcome
 from stream_app.records import ProviderCall, iso, utc_now
+from stream_app.taxonomy import Taxonomy
 
 LocalTier = Callable[[Sequence[Item], str], Awaitable[tuple[list[Outcome], ProviderCall]]]
 DEGRADED_PROVIDER, DEGRADED_MODEL = "rules", "lexicon-v1"
@@ -50,25 +55,28 @@ class CascadeResult:
 
 class Cascade:
     def __init__(self, providers: Sequence[ProviderConfig], client: OpenAICompatibleClient,
-                 counter: TokenCounter, topics: Sequence[str], teams: Mapping[str, str], *,
+                 counter: TokenCounter, topics: Sequence[str] | None = None,
+                 teams: Mapping[str, str] | None = None, *, taxonomy: Taxonomy | None = None,
                  governor: BudgetGovernor | None = None, cache: ClassificationCache | None = None,
                  local_tier: LocalTier | None = None, escalate_below: float = 0.0,
                  deadline_s: float = 20.0,
                  fill: float = 0.9, max_items: int = 50, breaker_factory=CircuitBreaker) -> None:
         self.providers = list(providers)
         self.client, self.counter = client, counter
-        self.topics, self.teams = tuple(topics), dict(teams)
+        self.taxonomy = taxonomy if taxonomy is not None else _default_taxonomy(topics, teams)
+        self.topics, self.teams = self.taxonomy.topic_names, dict(self.taxonomy.teams)
+        self.rules = compile_rules(self.taxonomy)
         self.governor = governor or BudgetGovernor()
         self.cache = cache or ClassificationCache()
         self.local_tier, self.escalate_below = local_tier, escalate_below
         self.deadline_s, self.fill, self.max_items = deadline_s, fill, max_items
         self.breakers = {p.name: breaker_factory() for p in self.providers}
         self.limiters = {p.name: RateLimiter(p.rpm, p.max_concurrency) for p in self.providers}
-        self._system = system_prompt(self.topics, self.teams)
+        self._system = system_prompt(self.taxonomy)
         self._schema = response_schema(self.topics, self.teams)
         # Fixed input of a request: system prompt + chat framing (+ the schema, billed as
         # input, for providers that take structured output).
-        self._overhead = {structured: request_overhead_tokens(counter, self.topics, self.teams, structured)
+        self._overhead = {structured: request_overhead_tokens(counter, self.taxonomy, structured)
                           for structured in (False, True)}
 
     # ------------------------------------------------------------------ entry point
@@ -100,7 +108,7 @@ class Cascade:
             done.update((o.item_id, o) for o in outcomes)
             pending = [item for item in pending if item.id not in done]
         if pending:
-            outcomes, call = degraded(pending, run_id)
+            outcomes, call = degraded(pending, run_id, self.rules)
             result.calls.append(call)
             done.update((o.item_id, o) for o in outcomes)
         result.outcomes = [done[item.id] for item in items]
@@ -110,7 +118,7 @@ class Cascade:
         """The tiers that cost nothing: the local model when there is one, else the rules."""
         if self.local_tier is not None:
             return await self.local_tier(items, run_id)
-        return degraded(items, run_id)
+        return degraded(items, run_id, self.rules)
 
     # ------------------------------------------------------------------ one provider
 
@@ -204,6 +212,15 @@ class Cascade:
         return labels, calls
 
 
+def _default_taxonomy(topics: Sequence[str] | None, teams: Mapping[str, str] | None) -> Taxonomy:
+    """The built-in ``free`` taxonomy, routed by ``teams``, for callers that name its topics
+    (or none) instead of passing a brand's taxonomy."""
+    if topics is not None and tuple(topics) != DEFAULT_TAXONOMY.topic_names:
+        raise ValueError("topics other than the built-in ones need their taxonomy: pass "
+                         "taxonomy=brand.taxonomy")
+    return DEFAULT_TAXONOMY.with_teams(teams or {})
+
+
 def _halves(items: list[Item]) -> list[list[Item]]:
     middle = (len(items) + 1) // 2
     return [part for part in (items[:middle], items[middle:]) if part]
@@ -217,12 +234,15 @@ def _run(run_id: str) -> str:
     return run_id or "mixed"
 
 
-def degraded(items: Sequence[Item], run_id: str) -> tuple[list[Outcome], ProviderCall]:
-    """The last resort: lexicon rules, which cannot fail and cost nothing."""
+def degraded(items: Sequence[Item], run_id: str,
+             rules: RuleSet | None = None) -> tuple[list[Outcome], ProviderCall]:
+    """The last resort: lexicon rules (the brand's ``rules``, the built-in ``free`` ones
+    by default), which cannot fail and cost nothing."""
+    rules = rules or compile_rules(DEFAULT_TAXONOMY)
     started = time.perf_counter()
     outcomes = []
     for item in items:
-        rule = classify_text(item.text)
+        rule = rules.classify(item.text)
         label = Label(rule.sentiment, rule.priority, rule.topic, rule.team, round(rule.confidence, 4),
                       rule.reason)
         outcomes.append(Outcome(item.id, label, "degraded", DEGRADED_PROVIDER, DEGRADED_MODEL))

@@ -3,8 +3,15 @@ fine-tuned sentiment checkpoint, on this CPU.
 
 Sentiment (and priority/topic when the artifact has those heads) come from the model,
 with its calibrated confidence; what the artifact has no head for comes from the rules,
-given the model's sentiment so that priority stays consistent with it. Inference runs
+given the model's sentiment so that priority stays consistent with it. Topics and teams
+are the brand's taxonomy's (the rules compiled for it; team follows topic). Inference runs
 in a worker thread so the event loop keeps serving Kafka while the CPU encodes.
+
+Topic and priority heads are only used for the taxonomy they were trained for: the
+artifact records the brand and a hash of its taxonomy (``dallosh train --brand``), and
+heads trained for another taxonomy than the configured brand's are dropped at load
+(logged, with the command that retrains them); the rules then answer topic and
+priority. The team follows the topic (the taxonomy's ``team_of``).
 """
 
 from __future__ import annotations
@@ -17,20 +24,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from stream_app import metrics
-from stream_app.classify.rules import DEFAULT_TEAMS, classify_text
+from stream_app.classify.rules import DEFAULT_TAXONOMY, compile_rules
 from stream_app.classify.types import Item, Label, Outcome
 from stream_app.records import ProviderCall, iso, utc_now
 
 if TYPE_CHECKING:  # torch is imported only by a worker that has a model to load
+    from stream_app.local_model.fewshot import BrandTaxonomy
     from stream_app.local_model.model import LocalModel, Prediction
+    from stream_app.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
 LOCAL_PROVIDER = "local"
 
 
 class LocalModelTier:
-    def __init__(self, model: LocalModel, teams: Mapping[str, str] = DEFAULT_TEAMS) -> None:
-        self.model, self.teams = model, dict(teams)
+    def __init__(self, model: LocalModel, teams: Mapping[str, str] | None = None,
+                 taxonomy: Taxonomy | None = None) -> None:
+        # The brand's labels (the built-in ``free`` taxonomy by default), routed by
+        # ``teams`` where given: the rules compiled for them answer what has no head.
+        self.taxonomy = (taxonomy or DEFAULT_TAXONOMY).with_teams(teams or {})
+        self.model, self.teams = model, dict(self.taxonomy.teams)
+        self.rules = compile_rules(self.taxonomy)
         self._lock = asyncio.Lock()  # one inference at a time: torch threads are the bound
 
     async def __call__(self, items: Sequence[Item], run_id: str = "") -> tuple[list[Outcome], ProviderCall]:
@@ -51,10 +65,10 @@ class LocalModelTier:
 
     def label(self, text: str, prediction: dict[str, Prediction]) -> Label:
         sentiment = prediction["sentiment"]
-        rule = classify_text(text, self.teams, sentiment=sentiment.label)
+        rule = self.rules.classify(text, sentiment=sentiment.label)
         topic = prediction["topic"].label if "topic" in prediction else rule.topic
         priority = int(prediction["priority"].label) if "priority" in prediction else rule.priority
-        team = self.teams.get(topic) or DEFAULT_TEAMS.get(topic, rule.team)
+        team = self.taxonomy.team_of(topic)  # team follows topic
         return Label(sentiment.label, priority, topic, team, round(sentiment.confidence, 4),
                      f"local model {sentiment.label} p={sentiment.confidence:.2f}; {rule.reason}"[:300])
 
@@ -66,13 +80,24 @@ def local_model_present(artifact: Path | None) -> bool:
                                         for name in ("model.json", "config.json"))
 
 
-def load_local_tier(artifact: Path | None, threads: int) -> LocalModelTier | None:
+def load_local_tier(artifact: Path | None, threads: int,
+                    brand: BrandTaxonomy | None = None) -> LocalModelTier | None:
     """The tier for ``artifact`` when one is configured and present; ``None`` otherwise
-    (the cascade then falls from the providers straight to the degraded rules)."""
+    (the cascade then falls from the providers straight to the degraded rules).
+    ``brand``: the configured brand's taxonomy; topic/priority heads trained for
+    another one are dropped (the rules answer those labels)."""
     if not local_model_present(artifact):
         return None
+    from stream_app.local_model.fewshot import taxonomy_mismatch
     from stream_app.local_model.model import load_local_model
     started = time.perf_counter()
     model = load_local_model(artifact, threads=threads)
     log.info("local model %s loaded from %s in %.1fs", model.name, artifact, time.perf_counter() - started)
-    return LocalModelTier(model)
+    why = taxonomy_mismatch(model.meta, brand)
+    if why is not None:
+        log.warning("local model %s: topic and priority heads not used: %s; the rules answer topic "
+                    "and priority", model.name, why)
+        model.drop_heads(["topic", "priority"])
+    # The rules answer what has no (valid) head, in the brand's labels either way.
+    taxonomy = brand.taxonomy if brand is not None else None
+    return LocalModelTier(model, taxonomy=taxonomy)

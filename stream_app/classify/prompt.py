@@ -3,8 +3,12 @@ the token arithmetic the batcher needs.
 
 A request is two chat messages:
 
-* **system**: :func:`system_prompt` -- instructions, the configured topics and the
-  topic -> team routing. The same for every request (providers' prompt caches like it).
+* **system**: :func:`system_prompt` -- instructions and the brand's taxonomy
+  (:mod:`stream_app.taxonomy`): the three priority levels with their descriptions, and
+  per topic its team, its description and its first :data:`TOPIC_EXAMPLES_IN_PROMPT`
+  example(s). The same for every request (providers' prompt caches like it). The
+  examples cost input tokens on every request, so only the first one per topic is
+  quoted (the brand file lists the most typical first); the local tier learns from all.
 * **user**: :func:`render_items` -- one line per tweet, ``{"id": "...", "text": "..."}``
   (JSON, UTF-8 kept as is, so accents and emojis are not inflated into ``\\uXXXX``),
   each line ending with ``\\n``. Because no tokenizer token spans a line break followed
@@ -12,9 +16,10 @@ A request is two chat messages:
   batcher prices each item once (:func:`item_input_tokens`) and adds them up.
 
 The model answers ``{"items": [{"id", "sentiment", "priority", "topic", "team",
-"confidence", "reason"}, ...]}`` on one line (:func:`response_schema`, also in
-``schemas/classification_response.schema.json`` for providers with structured output
-and for validation with ``stream_app.records.schema_errors``).
+"confidence", "reason"}, ...]}`` on one line (:func:`response_schema`: the brand's topic
+names and teams are its enums; for the built-in ``free`` brand it is also
+``schemas/classification_response.schema.json``, for validation with
+``stream_app.records.schema_errors``).
 
 Output tokens are estimated before the call (:func:`expected_output_tokens`,
 :func:`item_output_tokens`) by counting realistic rendered answer items, because a
@@ -31,8 +36,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
-from stream_app.classify.rules import DEFAULT_TEAMS, TOPICS
+from stream_app.classify.rules import DEFAULT_TAXONOMY, DEFAULT_TEAMS, TOPICS
 from stream_app.classify.types import SENTIMENTS, Item
+from stream_app.taxonomy import Taxonomy
 
 if TYPE_CHECKING:
     from stream_app.classify.tokens import TokenCounter
@@ -42,10 +48,11 @@ __all__ = [
     "render_items", "response_schema", "schema_document", "schema_file_text",
     "write_schema_file", "item_input_tokens", "item_output_tokens",
     "output_envelope_tokens", "expected_output_tokens", "request_overhead_tokens",
-    "REASON_MAX_WORDS",
+    "REASON_MAX_WORDS", "TOPIC_EXAMPLES_IN_PROMPT",
 ]
 
-PROMPT_VERSION = "v1"
+PROMPT_VERSION = "v2"
+TOPIC_EXAMPLES_IN_PROMPT = 1
 REASON_MAX_WORDS = 12
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "classification_response.schema.json"
 SCHEMA_ID = "https://dallosh.invalid/schemas/classification_response.schema.json"
@@ -60,10 +67,14 @@ def _teams_in_order(teams: Mapping[str, str]) -> list[str]:
     return list(dict.fromkeys(teams.values()))
 
 
-def system_prompt(topics: Sequence[str] = TOPICS,
-                  teams: Mapping[str, str] = DEFAULT_TEAMS) -> str:
-    """Instructions for classifying French/English customer-care posts (JSON only)."""
-    routing = ", ".join(f"{topic} -> {teams[topic]}" for topic in topics if topic in teams)
+def system_prompt(taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> str:
+    """Instructions for classifying French/English customer-care posts into the brand's
+    taxonomy (JSON only)."""
+    priorities = "\n".join(f"  {p.level} = {p.description}" for p in taxonomy.priorities)
+    topics = "\n".join(
+        f"- {t.name} -> {t.team}: {t.description} E.g. "
+        + "; ".join(json.dumps(e, ensure_ascii=False) for e in t.examples[:TOPIC_EXAMPLES_IN_PROMPT])
+        for t in taxonomy.topics)
     return f"""\
 You triage social-media posts sent to a company's customer-care team. Posts are in French or English, often with slang, typos, irony and emojis. Placeholders such as <PHONE>, <EMAIL> or <url:domain> stand for removed data.
 
@@ -72,11 +83,15 @@ The user message has one post per line: {{"id": "...", "text": "..."}}. The text
 For every post, give:
 - id: copied exactly.
 - sentiment: negative, neutral or positive, the author's feeling about the company or its service. Sarcastic praise ("bravo, encore une panne") is negative.
-- priority: 0 = high (service down or outage, strong anger, urgency, a vulnerable customer such as elderly, ill, disabled or working from home, a threat to leave, cancel or sue); 1 = medium (other complaints, questions needing an answer); 2 = low (praise, neutral remarks, off-topic).
-- topic: one of {", ".join(topics)}.
-- team: who should handle it, one of {", ".join(_teams_in_order(teams))}. Usually the topic's team: {routing}.
+- priority: 0 = high, 1 = medium, 2 = low:
+{priorities}
+- topic: one of {", ".join(taxonomy.topic_names)} (below).
+- team: who should handle it, one of {", ".join(_teams_in_order(taxonomy.teams))}. Usually the topic's team.
 - confidence: 0 to 1, how sure you are.
 - reason: the evidence, at most {REASON_MAX_WORDS} words, in the post's language.
+
+Topics (name -> team: what it covers. An example post):
+{topics}
 
 Reply with JSON only, on one line, no code fence: {{"items": [{{"id": "...", "sentiment": "...", "priority": 0, "topic": "...", "team": "...", "confidence": 0.0, "reason": "..."}}]}} with one object per post, in the order given."""
 
@@ -166,6 +181,10 @@ _REFERENCE_ITEMS = (
     {"id": _REFERENCE_ID, "sentiment": "positive", "priority": 2, "topic": "commercial_offer",
      "team": "sales", "confidence": 0.71,
      "reason": "happy with the price of the new offer, recommends it"},
+    # Other brands' names can be longer (the airline's).
+    {"id": _REFERENCE_ID, "sentiment": "negative", "priority": 0, "topic": "delays_cancellations",
+     "team": "operations", "confidence": 0.88,
+     "reason": "flight cancelled at the gate, stranded overnight with two kids"},
 )
 _ENVELOPE = '{"items": []}'
 _ITEM_SEPARATOR_TOKENS = 1  # ", " between items
@@ -199,14 +218,13 @@ def expected_output_tokens(n_items: int, counter: TokenCounter) -> int:
     return output_envelope_tokens(counter) + n_items * item_output_tokens(_REFERENCE_ID, counter)
 
 
-def request_overhead_tokens(counter: TokenCounter, topics: Sequence[str] = TOPICS,
-                            teams: Mapping[str, str] = DEFAULT_TEAMS,
+def request_overhead_tokens(counter: TokenCounter, taxonomy: Taxonomy = DEFAULT_TAXONOMY,
                             structured: bool = False) -> int:
     """Input tokens of a request before its items: system prompt + chat framing (+ the
     response schema when it is sent as structured output, which providers bill as input)."""
-    tokens = counter.count(system_prompt(topics, teams)) + CHAT_FRAMING_TOKENS
+    tokens = counter.count(system_prompt(taxonomy)) + CHAT_FRAMING_TOKENS
     if structured:
-        tokens += counter.count(json.dumps(response_schema(topics, teams)))
+        tokens += counter.count(json.dumps(response_schema(taxonomy.topic_names, taxonomy.teams)))
     return tokens
 
 

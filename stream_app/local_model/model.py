@@ -9,10 +9,14 @@ An artifact is a directory written by ``dallosh train``::
     heads.pt     the heads' weights and the fine-tuned encoder layers' weights (plain
                  state dicts; loaded with weights_only=True)
 
-Format 1 artifacts (frozen full-depth encoder, heads only) still load.
+Format 1 artifacts (frozen full-depth encoder, heads only) and format 2 ones (heads on
+the embedding only) still load.
 
 Heads exist for the label columns the training data had (``sentiment`` always;
-``priority`` and ``topic`` when the CSV carries them). Probabilities are calibrated by
+``priority`` and ``topic`` when the CSV carries them, or when a brand's taxonomy trained
+them: :mod:`stream_app.local_model.fewshot`, recorded under ``taxonomy`` in model.json).
+A head may read other heads' probabilities next to the embedding (``inputs``: the
+priority head reads sentiment and topic); heads are evaluated in dependency order. Probabilities are calibrated by
 temperature scaling fitted on the held-out validation split, so ``confidence`` (the top
 probability) can decide whether an item goes up a tier.
 """
@@ -29,16 +33,20 @@ import torch
 
 from stream_app.local_model.encoders import E5_QUERY_PREFIX, Encoder, LocalModelError, load_encoder
 
-ARTIFACT_FORMAT = 2
-READABLE_FORMATS = (1, 2)
+ARTIFACT_FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
 MODEL_FILE, WEIGHTS_FILE = "model.json", "heads.pt"
 
 
 class Head(torch.nn.Module):
-    """One hidden layer: enough on top of a sentence embedding, cheap on a CPU."""
+    """One hidden layer: enough on top of a sentence embedding, cheap on a CPU.
+    ``hidden=0``: a single linear layer (the few-shot heads)."""
 
     def __init__(self, dim: int, hidden: int, n_labels: int, dropout: float = 0.0) -> None:
         super().__init__()
+        if hidden == 0:
+            self.net = torch.nn.Sequential(torch.nn.Linear(dim, n_labels))
+            return
         self.net = torch.nn.Sequential(torch.nn.Dropout(dropout), torch.nn.Linear(dim, hidden),
                                        torch.nn.GELU(), torch.nn.Dropout(dropout),
                                        torch.nn.Linear(hidden, n_labels))
@@ -53,9 +61,11 @@ class HeadSpec:
     labels: tuple[str, ...]
     hidden: int
     temperature: float = 1.0
+    inputs: tuple[str, ...] = ()   # heads whose probabilities follow the embedding
 
     def to_dict(self) -> dict:
-        return {"labels": list(self.labels), "hidden": self.hidden, "temperature": self.temperature}
+        entry = {"labels": list(self.labels), "hidden": self.hidden, "temperature": self.temperature}
+        return entry | ({"inputs": list(self.inputs)} if self.inputs else {})
 
 
 @dataclass(frozen=True)
@@ -80,17 +90,35 @@ class LocalModel:
         """Calibrated class probabilities per head, shape (len(texts), len(labels)).
         ``restrict`` limits a head to some of its labels (e.g. negative/positive for
         binary data); the others get probability 0."""
-        embeddings = torch.from_numpy(self.encoder.encode(texts))
-        out = {}
+        return self.head_probabilities(self.encoder.encode(texts), restrict)
+
+    def head_probabilities(self, embeddings: np.ndarray, restrict: dict[str, Sequence[str]] | None = None
+                           ) -> dict[str, np.ndarray]:
+        """:meth:`probabilities` from embeddings already computed."""
+        x = torch.from_numpy(embeddings)
+        out: dict[str, np.ndarray] = {}
         with torch.inference_mode():
-            for name, (spec, module) in self.heads.items():
-                logits = module(embeddings) / spec.temperature
+            for name in head_order(self.heads):
+                spec, module = self.heads[name]
+                features = torch.cat([x, *(torch.from_numpy(out[i]) for i in spec.inputs)], dim=1) \
+                    if spec.inputs else x
+                logits = module(features) / spec.temperature
                 allowed = (restrict or {}).get(name)
                 if allowed:
                     mask = torch.tensor([label not in allowed for label in spec.labels])
                     logits = logits.masked_fill(mask, float("-inf"))
                 out[name] = torch.softmax(logits, dim=1).numpy()
-        return out
+        return {name: out[name] for name in self.heads}
+
+    def drop_heads(self, names: Sequence[str]) -> None:
+        """Forget these heads (and any head that reads them)."""
+        gone = set(names)
+        while True:
+            more = {n for n, (spec, _) in self.heads.items() if n not in gone and gone & set(spec.inputs)}
+            if not more:
+                break
+            gone |= more
+        self.heads = {n: h for n, h in self.heads.items() if n not in gone}
 
     def predict(self, texts: Sequence[str], restrict: dict[str, Sequence[str]] | None = None
                 ) -> list[dict[str, Prediction]]:
@@ -130,12 +158,32 @@ class LocalModel:
             raise LocalModelError(f"{directory} was trained on {meta['dim']}-dim embeddings but the "
                                   f"encoder {meta['encoder']!r} gives {encoder.dim}")
         heads = {}
-        for name, entry in meta["heads"].items():
-            spec = HeadSpec(name, tuple(entry["labels"]), int(entry["hidden"]), float(entry["temperature"]))
-            module = Head(encoder.dim, spec.hidden, len(spec.labels))
+        specs = {name: HeadSpec(name, tuple(entry["labels"]), int(entry["hidden"]),
+                                float(entry["temperature"]), tuple(entry.get("inputs", ())))
+                 for name, entry in meta["heads"].items()}
+        for name, spec in specs.items():
+            missing = [i for i in spec.inputs if i not in specs]
+            if missing:
+                raise LocalModelError(f"{directory}: head {name!r} reads head(s) {missing} it lacks")
+            dim = encoder.dim + sum(len(specs[i].labels) for i in spec.inputs)
+            module = Head(dim, spec.hidden, len(spec.labels))
             module.load_state_dict(states[name])
             heads[name] = (spec, module)
         return cls(encoder, heads, meta)
+
+
+def head_order(heads: dict[str, tuple[HeadSpec, Head]]) -> list[str]:
+    """Head names with every head after the heads it reads."""
+    order: list[str] = []
+    pending = dict(heads)
+    while pending:
+        ready = [n for n, (spec, _) in pending.items() if all(i in order for i in spec.inputs)]
+        if not ready:
+            raise LocalModelError(f"heads {sorted(pending)} read each other in a cycle")
+        order.extend(ready)
+        for n in ready:
+            del pending[n]
+    return order
 
 
 def top_predictions(probabilities: dict[str, np.ndarray], labels: dict[str, tuple[str, ...]],

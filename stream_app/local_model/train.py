@@ -10,6 +10,14 @@ early-stopped on the validation macro-F1 and then calibrated by temperature scal
 the same validation rows. The validation rows are picked by a
 hash of the text (stable across runs and row orders), never from the evaluation files:
 ``dallosh eval`` scores the ``*_test`` splits the trainer never sees.
+
+With a brand (``dallosh train --brand FILE``, default the configured brand), the topic
+and priority heads are then learned from that brand's taxonomy examples
+(:mod:`.fewshot`); ``--heads-only`` (or an artifact trained on the same data with the
+same encoder at ``--out``) reuses the artifact's encoder and sentiment head and
+retrains only those heads, in seconds. Extra rows - the LLM tiers' answers from the
+store (``--from-store``, :mod:`.extra_data`) and analysts' corrections
+(``--corrections``) - join the sentiment data and the brand's examples.
 """
 
 from __future__ import annotations
@@ -28,8 +36,12 @@ import torch
 from stream_app.local_model.encoders import (DEFAULT_ENCODER, E5_QUERY_PREFIX, Encoder, LocalModelError,
                                              load_encoder)
 from stream_app.local_model.evaluate import expected_calibration_error, normalise_label
+from stream_app.local_model.fewshot import (CORRECTION, DEFAULT_METHOD, BrandTaxonomy, LabelledSet,
+                                            train_brand_heads)
 from stream_app.local_model.finetune import TuneConfig, fine_tune
 from stream_app.local_model.model import Head, HeadSpec, LocalModel
+
+Tick = Callable[[int, int], None]  # (texts encoded so far, texts to encode) - progress bars
 
 HEADS = ("sentiment", "priority", "topic")
 # e5-small's defaults, chosen on held-out airline and French data (README, "Local model"):
@@ -74,6 +86,37 @@ class LabelledRows:
     labels: dict[str, list[str | None]]  # head -> label per text (None: not labelled)
     sources: list[dict]
     source_of: list[int]                 # index into sources, per text
+
+    def add_extra(self, extra: LabelledSet, source: str) -> int:
+        """Sentiment rows from the store or from corrections, as one more source;
+        returns how many were added (texts already present keep their label)."""
+        seen = set(self.texts)
+        added = 0
+        for text, label, kind in zip(extra.texts, extra.labels, extra.kinds):
+            sentiment = _label_for("sentiment", label)
+            if sentiment is None or text in seen:
+                continue
+            seen.add(text)
+            self.texts.append(text)
+            self.source_of.append(len(self.sources))
+            self.labels["sentiment"].append(sentiment)
+            for head in HEADS[1:]:
+                self.labels[head].append(None)
+            added += 1
+        if added:
+            digest = hashlib.sha256("\x1f".join(extra.texts + extra.labels).encode()).hexdigest()
+            self.sources.append({"path": source, "sha256": digest, "rows_used": added,
+                                 "kind": extra.kinds[0] if extra.kinds else ""})
+        return added
+
+    def weights(self) -> np.ndarray:
+        """:func:`source_weights`, and an analyst's correction above any other row."""
+        from stream_app.local_model.fewshot import CORRECTION_WEIGHT
+        weights = source_weights(self.source_of)
+        corrected = np.array([self.sources[i].get("kind") == CORRECTION for i in self.source_of])
+        if corrected.any() and (~corrected).any():
+            weights[corrected] = CORRECTION_WEIGHT * weights[~corrected].max()
+        return weights
 
 
 def _label_for(head: str, value: str) -> str | None:
@@ -242,21 +285,54 @@ def _calibration(logits: torch.Tensor, targets: torch.Tensor, temperature: float
     return out
 
 
+@dataclass
+class BrandTraining:
+    """What ``--brand`` adds to a training: the taxonomy to learn, extra rows per head
+    (store, corrections), the few-shot method and the methods to compare it with."""
+    brand: BrandTaxonomy
+    extras: dict[str, LabelledSet] | None = None
+    method: str = DEFAULT_METHOD
+    compare: tuple[str, ...] = ()
+
+    def sentiment_extras(self) -> list[tuple[LabelledSet, str]]:
+        extra = (self.extras or {}).get("sentiment")
+        if extra is None or not extra.texts:
+            return []
+        out = []
+        for kind in dict.fromkeys(extra.kinds):
+            part = LabelledSet()
+            for text, label, k in zip(extra.texts, extra.labels, extra.kinds):
+                if k == kind:
+                    part.add(text, label, k)
+            out.append((part, f"<{kind}>"))
+        return out
+
+
+def data_fingerprint(paths: Sequence[Path]) -> str:
+    """The ``data_sha256`` an artifact trained on these CSVs records."""
+    return hashlib.sha256("".join(hashlib.sha256(p.read_bytes()).hexdigest() for p in paths).encode()).hexdigest()
+
+
 def train_model(paths: Sequence[Path], out_dir: Path, config: TrainConfig = TrainConfig(),
                 progress: Callable[[str], None] = print, encoder: Encoder | None = None,
-                embedding_cache: Path | None = None) -> dict:
+                embedding_cache: Path | None = None, brand: BrandTraining | None = None,
+                tick: Tick | None = None) -> dict:
     """Train every head the data supports and save the artifact; returns its metadata.
     With ``embedding_cache`` (a folder), the encoded training texts are kept there, so
-    retraining on the same data and encoder skips the (slow) encoding."""
+    retraining on the same data and encoder skips the (slow) encoding. With ``brand``,
+    the topic and priority heads are the brand's (:mod:`.fewshot`)."""
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.set_num_threads(config.threads)
     rows = read_training_csvs(paths)
+    data_hash = hashlib.sha256("".join(s["sha256"] for s in rows.sources).encode()).hexdigest()
+    for extra, source in brand.sentiment_extras() if brand else ():
+        progress(f"sentiment: {rows.add_extra(extra, source):,} extra row(s) from {source}")
     started = time.perf_counter()
     encoder = encoder or load_encoder(config.encoder, config.threads, layers=config.encoder_layers(),
                                       prefix=config.encoder_prefix())
     is_val = np.array([is_validation(t, config.val_percent) for t in rows.texts])
-    balance = source_weights(rows.source_of)
+    balance = rows.weights()
     tuning = None
     if config.tuned_layers():
         tuning = fine_tune(encoder, rows.texts, rows.labels, is_val, balance,
@@ -264,11 +340,75 @@ def train_model(paths: Sequence[Path], out_dir: Path, config: TrainConfig = Trai
                                       seed=config.seed), progress)
     tune_s = time.perf_counter() - started
     # Embeddings of the tuned encoder are its own: not cached.
-    embeddings = cached_embeddings(encoder, rows, None if tuning else embedding_cache, progress)
+    embeddings = cached_embeddings(encoder, rows, None if tuning else embedding_cache, progress, tick)
     encode_s = time.perf_counter() - started - tune_s
 
+    heads, metrics = fit_heads(rows, embeddings, is_val, balance, config, progress,
+                               only=("sentiment",) if brand else HEADS)
+    meta = {
+        "name": f"dallosh-local-{config.encoder.replace('/', '_')}-{data_hash[:8]}",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "train_config": asdict(config), "data": rows.sources, "data_sha256": data_hash,
+        "metrics": metrics, "fine_tune": tuning, "tune_s": round(tune_s, 1),
+        "encode_s": round(encode_s, 1), "train_s": round(time.perf_counter() - started - tune_s - encode_s, 1),
+    }
+    model = LocalModel(encoder, heads, meta)
+    if brand is not None:
+        train_brand_heads(model, brand.brand, brand.extras, brand.method, brand.compare, progress, tick)
+        meta["brand_heads_s"] = model.meta["taxonomy"]["seconds"]
+    model.save(out_dir)
+    return {**model.meta, "heads": list(model.heads)}
+
+
+def retrain_heads(artifact: Path, out_dir: Path, brand: BrandTraining, config: TrainConfig = TrainConfig(),
+                  progress: Callable[[str], None] = print) -> dict:
+    """``--heads-only``: load ``artifact``, keep its encoder (the slow part) and sentiment
+    head, learn the brand's topic and priority heads, save to ``out_dir``. Sentiment
+    rows among the extras retrain the sentiment head too, on the artifact's recorded
+    training CSVs plus those rows (re-encoded: about a minute)."""
+    torch.set_num_threads(config.threads)
+    started = time.perf_counter()
+    model = LocalModel.load(artifact, threads=config.threads)
+    if not isinstance(model, LocalModel) or "sentiment" not in model.heads:
+        raise LocalModelError(f"{artifact}: --heads-only needs an artifact of `dallosh train` "
+                              "with a sentiment head")
+    progress(f"reusing the encoder and sentiment head of {artifact} ({model.name}); loaded in "
+             f"{time.perf_counter() - started:.1f}s")
+    extras = brand.sentiment_extras()
+    if extras:
+        _retrain_sentiment(model, extras, config, progress)
+    train_brand_heads(model, brand.brand, brand.extras, brand.method, brand.compare, progress)
+    model.meta["heads_retrained_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    model.save(out_dir)
+    return {**model.meta, "heads": list(model.heads), "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _retrain_sentiment(model: LocalModel, extras: list[tuple[LabelledSet, str]], config: TrainConfig,
+                       progress: Callable[[str], None]) -> None:
+    paths = [Path(s["path"]) for s in model.meta.get("data", []) if Path(s["path"]).is_file()]
+    if not paths:
+        raise LocalModelError("the artifact's training CSVs are gone, so its sentiment head cannot be "
+                              "retrained with the extra sentiment rows; train in full (without "
+                              "--heads-only) or give extras without a sentiment column")
+    rows = read_training_csvs(paths)
+    for extra, source in extras:
+        progress(f"sentiment: {rows.add_extra(extra, source):,} extra row(s) from {source}")
+    is_val = np.array([is_validation(t, config.val_percent) for t in rows.texts])
+    progress(f"encoding {len(rows.texts):,} texts for the sentiment head ...")
+    embeddings = encode_with_progress(model.encoder, rows.texts, progress)
+    heads, metrics = fit_heads(rows, embeddings, is_val, rows.weights(), config, progress,
+                               only=("sentiment",))
+    model.heads["sentiment"] = heads["sentiment"]
+    model.meta.setdefault("metrics", {})["sentiment"] = metrics["sentiment"]
+    model.meta["data"] = rows.sources
+
+
+def fit_heads(rows: LabelledRows, embeddings: np.ndarray, is_val: np.ndarray, balance: np.ndarray,
+              config: TrainConfig, progress: Callable[[str], None], only: Sequence[str] = HEADS
+              ) -> tuple[dict, dict]:
+    """The calibrated MLP heads of the label columns (``only`` those named)."""
     heads, metrics = {}, {}
-    for name in HEADS:
+    for name in only:
         labelled = np.array([y is not None for y in rows.labels[name]])
         if labelled.sum() < 20:
             continue
@@ -280,29 +420,21 @@ def train_model(paths: Sequence[Path], out_dir: Path, config: TrainConfig = Trai
                                                embeddings[val_mask], list(y[val_mask]), config, progress,
                                                row_weights=balance[train_mask])
         heads[name] = (spec, head)
-    data_hash = hashlib.sha256("".join(s["sha256"] for s in rows.sources).encode()).hexdigest()
-    meta = {
-        "name": f"dallosh-local-{config.encoder.replace('/', '_')}-{data_hash[:8]}",
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "train_config": asdict(config), "data": rows.sources, "data_sha256": data_hash,
-        "metrics": metrics, "fine_tune": tuning, "tune_s": round(tune_s, 1),
-        "encode_s": round(encode_s, 1), "train_s": round(time.perf_counter() - started - tune_s - encode_s, 1),
-    }
-    model = LocalModel(encoder, heads, meta)
-    model.save(out_dir)
-    return {**meta, "heads": list(heads)}
+    return heads, metrics
 
 
 def cached_embeddings(encoder: Encoder, rows: LabelledRows, cache: Path | None,
-                      progress: Callable[[str], None]) -> np.ndarray:
+                      progress: Callable[[str], None], tick: Tick | None = None) -> np.ndarray:
     identity = f"{encoder.spec}:{getattr(encoder, 'depth', 'all')}:{getattr(encoder, 'prefix', '')}"
     key = hashlib.sha256("\x1f".join([identity, *rows.texts]).encode("utf-8")).hexdigest()[:24]
     path = cache / f"{encoder.spec.replace('/', '_')}-{key}.npy" if cache else None
     if path is not None and path.is_file():
         progress(f"embeddings of {len(rows.texts):,} texts from the cache ({path})")
+        if tick:
+            tick(len(rows.texts), len(rows.texts))
         return np.load(path)
     progress(f"encoding {len(rows.texts):,} texts with {encoder.spec} ...")
-    embeddings = encode_with_progress(encoder, rows.texts, progress)
+    embeddings = encode_with_progress(encoder, rows.texts, progress, tick=tick)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, embeddings)
@@ -310,12 +442,16 @@ def cached_embeddings(encoder: Encoder, rows: LabelledRows, cache: Path | None,
 
 
 def encode_with_progress(encoder: Encoder, texts: Sequence[str], progress: Callable[[str], None],
-                         chunk: int = 2048) -> np.ndarray:
-    parts, started = [], time.perf_counter()
+                         chunk: int = 2048, tick: Tick | None = None) -> np.ndarray:
+    """``tick`` (a progress bar) is called after every chunk, smaller then."""
+    parts, started = [np.zeros((0, encoder.dim), dtype=np.float32)], time.perf_counter()
+    chunk = min(chunk, 256) if tick else chunk
     for start in range(0, len(texts), chunk):
         parts.append(encoder.encode(texts[start:start + chunk]))
         done = min(start + chunk, len(texts))
-        if done < len(texts):
+        if tick:
+            tick(done, len(texts))
+        elif done < len(texts):
             rate = done / (time.perf_counter() - started)
             progress(f"  {done:,}/{len(texts):,} encoded ({rate:,.0f}/s, "
                      f"~{(len(texts) - done) / rate:,.0f}s left)")

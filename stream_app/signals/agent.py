@@ -37,8 +37,8 @@ from stream_app.records import Alert, ClassifiedTweet, DeadLetter
 from stream_app.settings import Settings
 from stream_app.signals.detectors import DetectorConfig
 from stream_app.signals.engine import SignalEngine
-from stream_app.signals.windows import (LIVE_TIMELINE, MINUTE, REPLAY_PREFIX, Aggregate,
-                                        TweetEvent)
+from stream_app.records import LIVE_TIMELINE, REPLAY_PREFIX
+from stream_app.signals.windows import MINUTE, Aggregate, TweetEvent
 from stream_app.topics import PipelineTopics
 
 log = logging.getLogger(__name__)

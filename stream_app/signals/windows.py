@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from stream_app.records import LIVE_TIMELINE, REPLAY_PREFIX, ClassifiedTweet, iso, parse_iso, timeline_of
+from stream_app.records import LIVE_TIMELINE, ClassifiedTweet, iso, parse_iso, timeline_of
 from datetime import datetime, timezone
 
 MINUTE = 60
