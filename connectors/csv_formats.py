@@ -208,11 +208,12 @@ def _spreadsheet_time(value: str, day_first: bool) -> datetime | None:
 
 
 def _count(value: str) -> int:
-    if value.isdigit():
+    """A count cell as an int; anything unreadable (``²``, ``n/a``, ``1e999``) is 0."""
+    if value.isascii() and value.isdigit():   # "²".isdigit() is True, int("²") fails
         return int(value)
     try:
         return max(0, int(float(value)))
-    except ValueError:
+    except (ValueError, OverflowError):
         return 0
 
 

@@ -184,3 +184,9 @@ def test_scan_decides_the_date_order_from_evidence_and_says_it():
     assert iso_utc.notes() == []
     naive = scan(["id", "text", "created_at"], [["1", "a", "2026-03-12 10:00"]])
     assert naive.notes() == ["zone assumed UTC (none stated, e.g. 2026-03-12 10:00 at line 2)"]
+
+
+def test_unreadable_counts_are_zero_not_a_crash():
+    """Found by the fuzz suite: "²" is a digit to str.isdigit but not to int()."""
+    from connectors.csv_formats import _count
+    assert [_count(v) for v in ("12", "²", "3.0", "1e999", "nan", "-4", "", "٣")] == [12, 0, 3, 0, 0, 0, 0, 3]

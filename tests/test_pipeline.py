@@ -159,3 +159,29 @@ def test_demo_uses_an_onprem_openai_compatible_server_named_by_dallosh_providers
         calls = client.query("SELECT provider, outcome, sum(tweets) FROM dallosh.provider_calls "
                              "GROUP BY provider, outcome").result_rows
     assert ("local-ollama", "ok", tiers["onprem/local-ollama"]) in [(p, o, n) for p, o, n in calls]
+
+
+def test_a_worker_that_stops_making_progress_is_restarted_and_nothing_is_lost(pipeline_settings,
+                                                                             tmp_path):
+    """A worker alive but no longer consuming (SIGSTOP stands in for the rare stall seen
+    under load) is restarted by the demo's drain wait; every tweet still lands once."""
+    import signal
+
+    from bench.dumps import write_dump
+    from connectors.csv_replay import ReplayOptions, replay_file
+
+    settings = pipeline_settings
+    asyncio.run(ensure_topics(settings.bootstrap_servers, pipeline_topics(settings), settings.partitions))
+    dump = write_dump(tmp_path / "dump.csv", 600)
+    worker = WorkerProcess(settings)
+    lines: list[str] = []
+    try:
+        worker.proc.send_signal(signal.SIGSTOP)
+        replay = asyncio.run(replay_file(dump, settings, ReplayOptions(show_progress=False)))
+        asyncio.run(wait_until_drained(settings, worker, lines.append, timeout_s=180, stall_s=5))
+    finally:
+        worker.stop()
+    assert worker.restarts == 1
+    assert any("made no progress" in line for line in lines)
+    with store_session(settings.clickhouse_dsn) as client:
+        assert scalar(client, "SELECT count() FROM dallosh.tweets FINAL") == replay.produced == 600
