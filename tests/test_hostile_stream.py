@@ -39,12 +39,12 @@ from stream_app.kafka_admin import ensure_topics, pipeline_topics
 from stream_app.records import reason_kind, timeline_of
 from stream_app.signals.agent import join_chunks, read_state, state_key
 from stream_app.storage.clickhouse import store_session
+from tests.test_signals_replay import lyon_outage
 from tests.conftest import isolated_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 START = datetime(2025, 3, 4, 8, 0, tzinfo=timezone.utc)   # a past dump, not rebased
-CITIES = ("Paris", "Lille", "Nantes", "Rennes", "Nice", "Dijon")
 HEADER = ["id", "created_at", "full_text", "name", "screen_name", "user_location",
           "in_reply_to_screen_name", "in_reply_to_status_id", "retweet_count",
           "favorite_count", "lang", "retweeted"]
@@ -79,20 +79,8 @@ def row(tweet_id: str, created_at: str, text: str, author: str = "", name: str =
 def incident_rows(rng: random.Random) -> list[list[str]]:
     """Three hours of calm traffic over six cities, the last one a Lyon outage
     (the shape the detectors are known to alert on, slightly busier)."""
-    rows, n = [], 0
-    for minute in range(180):
-        outage = minute >= 120
-        for _ in range(rng.randint(7, 11) + (6 if outage else 0)):
-            n += 1
-            t = START + timedelta(minutes=minute, seconds=rng.randint(0, 59))
-            if outage and rng.random() < 0.7:
-                text = rng.choice(["@free panne fibre Lyon", "@free plus internet Lyon !",
-                                   "@free coupure Lyon depuis midi"])
-            else:
-                text = rng.choice(["@free merci {c}", "@free facture {c} ?", "@free 5G {c} top",
-                                   "@free nul {c}", "@free box lente {c}"]).format(c=rng.choice(CITIES))
-            rows.append(row(str(10**18 + n), stamp(t), text, f"user{n % 97}"))
-    return rows
+    return [row(str(10**18 + n), stamp(t), text, f"user{n % 97}")
+            for n, t, text in lyon_outage(rng, START, calm=(7, 11))]
 
 
 def spam_rows(rng: random.Random) -> list[list[str]]:

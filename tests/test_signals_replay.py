@@ -21,25 +21,32 @@ START = datetime(2024, 2, 6, 9, 0, tzinfo=timezone.utc)   # an old dump
 CITIES = ("Paris", "Lille", "Nantes", "Rennes", "Nice", "Dijon")
 
 
-def write_dump(path) -> None:
-    """Three hours: calm traffic over many cities, then a Lyon outage in the last hour.
-    Texts are short (under five words), so the clean stage never deduplicates them and
-    every tweet is classified on its own: the run is the same however it is interleaved."""
-    rng = random.Random(8)
-    rows, n = [], 0
+def lyon_outage(rng: random.Random, start: datetime, outage_from: int = 120,
+                calm: tuple[int, int] = (3, 5)):
+    """(serial, time, text) of three hours of calm traffic over many cities from
+    ``start``, a Lyon outage from minute ``outage_from`` on. Texts are short (under five
+    words), so the clean stage never deduplicates them and every tweet is classified on
+    its own: the run is the same however it is interleaved."""
+    n = 0
     for minute in range(180):
-        outage = minute >= 120
-        for _ in range(rng.randint(3, 5) + (6 if outage else 0)):
+        outage = minute >= outage_from
+        for _ in range(rng.randint(*calm) + (6 if outage else 0)):
             n += 1
-            t = START + timedelta(minutes=minute, seconds=rng.randint(0, 59))
+            t = start + timedelta(minutes=minute, seconds=rng.randint(0, 59))
             if outage and rng.random() < 0.7:
                 text = rng.choice(["@free panne fibre Lyon", "@free plus internet Lyon !",
                                    "@free coupure Lyon depuis midi"])
             else:
                 text = rng.choice(["@free merci {c}", "@free facture {c} ?", "@free 5G {c} top",
                                    "@free nul {c}", "@free box lente {c}"]).format(c=rng.choice(CITIES))
-            rows.append([str(10**18 + n), t.strftime("%Y-%m-%dT%H:%M:%SZ"), text, f"u{n % 97}",
-                         f"user{n % 97}", "", "", "", "0", "0", "fr", "false"])
+            yield n, t, text
+
+
+def write_dump(path) -> None:
+    """Three hours of 2024: calm traffic, then a Lyon outage in the last hour."""
+    rows = [[str(10**18 + n), t.strftime("%Y-%m-%dT%H:%M:%SZ"), text, f"u{n % 97}",
+             f"user{n % 97}", "", "", "", "0", "0", "fr", "false"]
+            for n, t, text in lyon_outage(random.Random(8), START)]
     rows.sort(key=lambda r: r[1])
     with gzip.open(path, "wt", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -219,24 +226,11 @@ def test_a_live_alert_resolves_once_the_live_stream_goes_quiet(kafka_bootstrap, 
     settings = isolated_settings(tmp_path / "data", kafka_bootstrap, signals_heartbeat_s=1)
     asyncio.run(ensure_topics(settings.bootstrap_servers, pipeline_topics(settings),
                               settings.partitions))
-    rng = random.Random(17)
-    end = dt.fromtimestamp(wall.time(), timezone.utc) - timedelta(minutes=50)
-    start = end - timedelta(hours=3)
-    records, n = [], 0
-    for minute in range(180):
-        outage = minute >= 150
-        for _ in range(rng.randint(3, 5) + (6 if outage else 0)):
-            n += 1
-            when = start + timedelta(minutes=minute, seconds=rng.randint(0, 59))
-            if outage and rng.random() < 0.7:
-                text = rng.choice(["@free panne fibre Lyon", "@free plus internet Lyon !",
-                                   "@free coupure Lyon depuis midi"])
-            else:
-                text = rng.choice(["@free merci {c}", "@free facture {c} ?", "@free nul {c}",
-                                   "@free box lente {c}"]).format(c=rng.choice(CITIES))
-            records.append({"id": str(10**18 + n), "text": text, "created_at": iso(when),
-                            "run_id": "stream-x-test", "source": "x", "ingested_at": iso(when),
-                            "author": f"u{n % 97}"})
+    start = dt.fromtimestamp(wall.time(), timezone.utc) - timedelta(minutes=50, hours=3)
+    records = [{"id": str(10**18 + n), "text": text, "created_at": iso(when),
+                "run_id": "stream-x-test", "source": "x", "ingested_at": iso(when),
+                "author": f"u{n % 97}"}
+               for n, when, text in lyon_outage(random.Random(17), start, outage_from=150)]
 
     async def produce() -> None:
         async with RawProducer(settings) as producer:

@@ -71,7 +71,7 @@ def read_labelled_csv(path: str | Path) -> list[tuple[str, str]]:
     :class:`LabelledDataError` naming the file, and the line for a bad label.
     """
     path = Path(path)
-    try:
+    with _csv_errors(path):
         with path.open(encoding="utf-8-sig", newline="") as fh:
             reader = csv.reader(fh)
             header = next(reader, None)
@@ -102,13 +102,6 @@ def read_labelled_csv(path: str | Path) -> list[tuple[str, str]]:
                 if raw.strip() in _NUMERIC:
                     numeric_seen.add(raw.strip().lstrip("+"))
                 rows.append((record[text_i], label))
-    except UnicodeDecodeError as exc:
-        raise LabelledDataError(f"{path}: not UTF-8 text ({exc.reason} at byte "
-                                f"{exc.start})") from None
-    except csv.Error as exc:
-        raise LabelledDataError(f"{path}: malformed CSV ({exc})") from None
-    except OSError as exc:
-        raise LabelledDataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if numeric_seen and "-1" not in numeric_seen and "0" in numeric_seen:
         raise LabelledDataError(
             f"{path}: numeric labels 0/1 are ambiguous (read as -1/0/1 polarity, 0 would mean "
