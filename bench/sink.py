@@ -67,21 +67,25 @@ WALL_QUERIES = {
 }
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _child_settings(base: Settings, data_dir: Path, prefix: str) -> Settings:
+def child_settings(base: Settings, data_dir: Path, prefix: str, **overrides: str) -> Settings:
+    """Settings of a benchmark's own throwaway installation: its data dir, app id, topics
+    and metrics port, on ``base``'s broker; the user's tunables (``TUNABLE``) still apply,
+    ``overrides`` win over everything."""
     return load_settings({
         "data_dir": str(data_dir), "kafka_bootstrap": base.bootstrap_servers,
-        "app_id": f"dallosh-{prefix}", "metrics_port": str(_free_port()),
+        "app_id": f"dallosh-{prefix}", "metrics_port": str(free_port()),
         "partitions": str(base.partitions),
         **{f"topic_{n}": f"{prefix}.{n}" for n in
            ("raw", "clean", "classified", "dlq", "alerts", "provider_calls", "decisions",
             "windows")},
+        **overrides,
     }, environ={k: v for k, v in os.environ.items()
                 if not k.startswith("DALLOSH_") or k.startswith(TUNABLE)})
 
@@ -246,7 +250,7 @@ def _timed(client, sql: str, repeat: int = 5) -> tuple[float, int]:
 
 def bench_throughput(base: Settings, work: Path, rows: int, say: Say) -> dict:
     prefix = f"bench-sink-{uuid.uuid4().hex[:8]}"
-    settings = _child_settings(base, work / "throughput", prefix)
+    settings = child_settings(base, work / "throughput", prefix)
     run_id = f"bench-{prefix}"
     tweets = classified_tweets(rows, run_id)
     asyncio.run(ensure_topics(settings.bootstrap_servers, pipeline_topics(settings), settings.partitions))
@@ -295,13 +299,13 @@ def bench_latency(base: Settings, work: Path, texts: list[str], rate: float, say
     through one ``--role all`` worker or, with ``split_roles``, a ``pipeline`` and a
     ``sink`` worker (two processes, so two cores' worth of Python)."""
     prefix = f"bench-lat-{uuid.uuid4().hex[:8]}"
-    settings = _child_settings(base, work / "latency", prefix)
+    settings = child_settings(base, work / "latency", prefix)
     run_id, warm_id = f"bench-{prefix}", f"warmup-{prefix}"
     warmup = warmup_tweets(rate)
     n = len(texts) - warmup
     asyncio.run(ensure_topics(settings.bootstrap_servers, pipeline_topics(settings), settings.partitions))
     if split_roles:
-        workers = [Worker(dataclasses.replace(settings, metrics_port=_free_port()), "pipeline"),
+        workers = [Worker(dataclasses.replace(settings, metrics_port=free_port()), "pipeline"),
                    Worker(settings, "sink")]
     else:
         workers = [Worker(settings, "all")]

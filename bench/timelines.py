@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-import socket
 import tempfile
 import time
 import uuid
@@ -27,32 +26,16 @@ from pathlib import Path
 from typing import Callable
 
 from bench.dumps import write_dump
+from bench.sink import child_settings
 from connectors.csv_replay import ReplayOptions, replay_file
 from stream_app.demo import WorkerProcess, wait_until_drained
 from stream_app.kafka_admin import ensure_topics, pipeline_topics
 from stream_app.records import iso, utc_now
-from stream_app.settings import Settings, load_settings
+from stream_app.settings import Settings
 from stream_app.storage.clickhouse import store_session
 
 Say = Callable[[str], None]
 RECENT = datetime(2026, 3, 12, tzinfo=timezone.utc)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _bench_settings(settings: Settings, data_dir: Path) -> Settings:
-    tag = uuid.uuid4().hex[:8]
-    values = {"data_dir": str(data_dir), "kafka_bootstrap": settings.bootstrap_servers,
-              "app_id": f"dallosh-bench-{tag}", "metrics_port": str(_free_port()),
-              "local_model": "off",  # the rules tier: what is timed is the signals stage's share
-              **{f"topic_{name}": f"bench{tag}.{name}" for name in
-                 ("raw", "clean", "classified", "dlq", "alerts", "provider_calls", "decisions",
-                  "windows")}}
-    return load_settings(values, environ={})
 
 
 def _write_spanning_dump(path: Path, rows: int, years: int) -> Path:
@@ -82,7 +65,9 @@ def _timed_replay(dump: Path, settings: Settings, worker: WorkerProcess, say: Sa
 def bench_timelines(settings: Settings, rows: int, years: int, say: Say = print) -> dict:
     with tempfile.TemporaryDirectory(prefix="dallosh-bench-") as tmp:
         work = Path(tmp)
-        bench_settings = _bench_settings(settings, work / "data")
+        # The rules tier: what is timed is the signals stage's share, not a model's.
+        bench_settings = child_settings(settings, work / "data", f"bench-{uuid.uuid4().hex[:8]}",
+                                        local_model="off")
         asyncio.run(ensure_topics(bench_settings.bootstrap_servers, pipeline_topics(bench_settings)
                                   + [bench_settings.topic_windows], bench_settings.partitions))
         dumps = [write_dump(work / "a_recent.csv", rows, seed=7, start=RECENT),

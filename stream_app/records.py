@@ -11,16 +11,18 @@ import hashlib
 import json
 import re
 import time
+from collections import OrderedDict
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Generic, Mapping, TypeVar
 
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 R = TypeVar("R", bound="Record")
+T = TypeVar("T")
 MAX_DEAD_LETTER_PAYLOAD = 200_000
 LIVE_TIMELINE = "live"
 REPLAY_PREFIX = "replay-"         # connectors/csv_replay.new_run_id
@@ -34,6 +36,29 @@ def timeline_of(run_id: str) -> str:
     again gives the same ones. Every live connector feeds the one live timeline.
     """
     return run_id if run_id.startswith(REPLAY_PREFIX) else LIVE_TIMELINE
+
+
+class PerTimeline(Generic[T]):
+    """One ``T`` per timeline (a stage's dedup state, a signals engine), least recently
+    used first. A replay's timeline is over when its dump has been read, but nothing
+    tells the stage so: past ``max_replays`` replays the one used least recently is
+    dropped, so state stays bounded however many dumps an installation replays. The
+    live timeline is never dropped."""
+
+    def __init__(self, make: Callable[[str], T], max_replays: int,
+                 items: Mapping[str, T] | None = None) -> None:
+        self._make, self._max_replays = make, max_replays
+        self.items: OrderedDict[str, T] = OrderedDict(items or {})
+
+    def get(self, timeline: str) -> tuple[T, list[T]]:
+        """The timeline's value (made if new) and the values dropped to make room."""
+        value = self.items.get(timeline)
+        if value is None:
+            value = self.items[timeline] = self._make(timeline)
+        self.items.move_to_end(timeline)
+        replays = [name for name in self.items if name != LIVE_TIMELINE]  # oldest first
+        dropped = [self.items.pop(name) for name in replays[:max(0, len(replays) - self._max_replays)]]
+        return value, dropped
 
 
 def utc_now() -> datetime:

@@ -29,12 +29,11 @@ from stream_app.clean.pii import scrub_pii
 from stream_app.dashboards import queries
 from stream_app.dashboards.macros import expand
 from stream_app.records import Alert, ClassifiedTweet, CleanTweet, ProviderCall
-from stream_app.sink.agent import deliver
 from stream_app.sink.tables import ALERTS, PROVIDER_CALLS, TWEETS
-from stream_app.sink.writer import ClickHouseWriter
-from stream_app.storage import clickhouse as ch
 from tests.conftest import free_port
 from tests.live_server import FakeServer, Request, Respond
+from tests.test_cascade import items_in
+from tests.test_storage import insert, store  # noqa: F401 (store is a fixture)
 
 PATH = "/v1/chat/completions"
 KEY_ENV = "DALLOSH_TEST_PRIVACY_KEY"
@@ -47,11 +46,6 @@ EMAIL = "jeanne.martin@example.org"
 @pytest.fixture(autouse=True)
 def cloud_key(monkeypatch):
     monkeypatch.setenv(KEY_ENV, f"sk-test-{uuid.uuid4().hex}")
-
-
-def items_in(request: Request) -> list[dict]:
-    user = request.json()["messages"][-1]["content"]
-    return [json.loads(line) for line in user.splitlines() if line.startswith("{")]
 
 
 def model(request: Request) -> Respond:
@@ -122,18 +116,6 @@ def test_a_tweet_without_scrubbed_text_may_use_a_zero_retention_provider(counter
 
 
 # --------------------------------------------------------------------------- ClickHouse
-
-@pytest.fixture
-def store(tmp_path):
-    with ch.store_session(f"chdb://{tmp_path / 'ch'}") as client:
-        yield client
-
-
-def insert(store, spec, *records) -> None:
-    """Through the sink's own path: checked JSON lines, one insert."""
-    delivery = asyncio.run(deliver(ClickHouseWriter(store), spec, [r.to_json() for r in records]))
-    assert delivery.dead_lettered == 0
-
 
 def classified(i: int, text: str, at: str) -> ClassifiedTweet:
     return ClassifiedTweet(**clean_tweet(str(i), text, scrubbed=None).to_dict() | {"created_at": at},

@@ -17,7 +17,6 @@ import html
 import json
 import re
 import unicodedata
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -27,8 +26,8 @@ from stream_app.clean.language import detect_language
 from stream_app.clean.location import extract_location
 from stream_app.clean.pii import scrub_pii
 from stream_app.clean.relevance import CUSTOMER, BrandConfig
-from stream_app.records import (DEFAULT_MAX_FUTURE_SKEW_S, LIVE_TIMELINE, CleanDecision, CleanTweet,
-                                DeadLetter, RawTweet, parse_iso, raw_tweet_problem, timeline_of)
+from stream_app.records import (DEFAULT_MAX_FUTURE_SKEW_S, CleanDecision, CleanTweet, DeadLetter,
+                                PerTimeline, RawTweet, parse_iso, raw_tweet_problem, timeline_of)
 
 STAGE = metrics.STAGE_CLEAN
 
@@ -79,20 +78,11 @@ class Cleaner:
     def __init__(self, brand: BrandConfig, dedup: Callable[[], Deduplicator],
                  max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S) -> None:
         self.brand = brand
-        self._new_dedup = dedup
-        self._dedups: OrderedDict[str, Deduplicator] = OrderedDict()
+        self._dedups = PerTimeline(lambda timeline: dedup(), MAX_REPLAY_TIMELINES)
         self.max_future_skew_s = max_future_skew_s
 
     def dedup_for(self, run_id: str) -> Deduplicator:
-        timeline = timeline_of(run_id)
-        dedup = self._dedups.get(timeline)
-        if dedup is None:
-            dedup = self._dedups[timeline] = self._new_dedup()
-            replays = [name for name in self._dedups if name != LIVE_TIMELINE]
-            for name in replays[:max(0, len(replays) - MAX_REPLAY_TIMELINES)]:
-                del self._dedups[name]
-        self._dedups.move_to_end(timeline)
-        return dedup
+        return self._dedups.get(timeline_of(run_id))[0]
 
     def clean(self, payload: bytes) -> CleanResult:
         try:

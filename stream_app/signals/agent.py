@@ -27,7 +27,6 @@ import asyncio
 import json
 import logging
 import time
-from collections import OrderedDict
 
 import faust
 
@@ -37,7 +36,7 @@ from stream_app.records import Alert, ClassifiedTweet, DeadLetter
 from stream_app.settings import Settings
 from stream_app.signals.detectors import DetectorConfig
 from stream_app.signals.engine import SignalEngine
-from stream_app.records import LIVE_TIMELINE, REPLAY_PREFIX
+from stream_app.records import LIVE_TIMELINE, REPLAY_PREFIX, PerTimeline
 from stream_app.signals.windows import MINUTE, Aggregate, TweetEvent
 from stream_app.topics import PipelineTopics
 
@@ -45,7 +44,7 @@ log = logging.getLogger(__name__)
 STAGE = "signals"
 BATCH = 500
 PARTITION_PREFIX = "__partition__|"
-MAX_TIMELINES = 8         # replays followed at once, besides live (see Timelines)
+MAX_TIMELINES = 8         # replays followed at once, besides live (records.PerTimeline)
 # A one-minute cell of a burst carries every tweet id, author and term of that minute:
 # ~934 KiB at 24,000 ordinary tweets a minute, ~1.9 MiB at 6,000 spam tweets with random
 # words, past Kafka's 1 MB message limit exactly when the product matters most. Larger
@@ -149,37 +148,13 @@ def restore_engine(engine: SignalEngine, state: dict[str, dict]) -> None:
         engine.store.add_cell(key, int(minute), Aggregate.from_dict(value))
 
 
-class Timelines:
-    """The engines of the timelines this worker is following, least recently fed first.
-
-    A replay's timeline is finished when its dump has been read, but nothing tells the
-    stage so; past ``MAX_TIMELINES`` the one fed least recently is dropped and its
-    changelog cells deleted (tombstones), so state stays bounded however many dumps an
-    installation replays (the live timeline is never dropped). Its alerts are in ClickHouse already; a replay resumed after
-    that starts a fresh timeline for the rows it still sends.
-    """
-
-    def __init__(self, settings: Settings, engines: dict[str, SignalEngine]) -> None:
-        self.settings = settings
-        self.engines: OrderedDict[str, SignalEngine] = OrderedDict(engines)
-
-    def engine(self, timeline: str) -> tuple[SignalEngine, list[SignalEngine]]:
-        """The timeline's engine (made if new) and any engines evicted to make room."""
-        engine = self.engines.get(timeline)
-        if engine is None:
-            engine = self.engines[timeline] = build_engine(self.settings, timeline)
-        self.engines.move_to_end(timeline)
-        evicted = []
-        replays = [name for name in self.engines if name != LIVE_TIMELINE]  # oldest first
-        for name in replays[:max(0, len(replays) - MAX_TIMELINES)]:
-            evicted.append(self.engines.pop(name))
-        return engine, evicted
-
-
 def register_signals_agent(app: faust.App, topics: PipelineTopics, settings: Settings) -> None:
     state_topic = app.topic(state_topic_name(settings), key_type=bytes, value_type=bytes,
                             key_serializer="raw", value_serializer="raw", partitions=1)
-    holder: list[Timelines] = []
+    # Past MAX_TIMELINES replays, the one fed least recently is dropped and its changelog
+    # cells deleted (tombstones); its alerts are in ClickHouse already, and a replay
+    # resumed after that starts a fresh timeline for the rows it still sends.
+    holder: list[PerTimeline[SignalEngine]] = []
     chunked: dict[str, int] = {}   # changelog key -> chunks written under it (for tombstones)
 
     async def save(timeline: str, name: str, value: dict | None) -> None:
@@ -208,7 +183,7 @@ def register_signals_agent(app: faust.App, topics: PipelineTopics, settings: Set
     if settings.signals_heartbeat_s > 0:
         @app.timer(interval=settings.signals_heartbeat_s)
         async def signals_heartbeat() -> None:
-            engine = holder[0].engines.get(LIVE_TIMELINE) if holder else None
+            engine = holder[0].items.get(LIVE_TIMELINE) if holder else None
             if engine is None:
                 return
             async with lock:
@@ -224,7 +199,8 @@ def register_signals_agent(app: faust.App, topics: PipelineTopics, settings: Set
                 chunked.update({name: value["chunks"] for name, value in recovered.items()
                                 if set(value) == {"chunks"}})
                 engines = restore_engines(settings, recovered)
-                holder.append(Timelines(settings, engines))
+                holder.append(PerTimeline(lambda name: build_engine(settings, name),
+                                          MAX_TIMELINES, engines))
                 if engines:
                     log.info("signals: state recovered (%d timelines)", len(engines))
             timelines = holder[0]
@@ -243,7 +219,7 @@ def register_signals_agent(app: faust.App, topics: PipelineTopics, settings: Set
                     (event.message.partition, tweet_event))
             async with lock:
                 for timeline, batch in batches.items():
-                    engine, evicted = timelines.engine(timeline)
+                    engine, evicted = timelines.get(timeline)
                     for old in evicted:
                         await forget(old)
                     await _feed(engine, batch, save, topics)
