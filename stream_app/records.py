@@ -248,6 +248,14 @@ class Alert(Record):
     version: int = 0
     run_id: str = ""            # the alert's timeline: a replay's run id, or ``live``
     detectors: list[str] = field(default_factory=list)  # every detector of the incident
+    severity_level: int = 0     # 1-10 (signals.alerts.severity_level); 0: stored before it existed
+    authors: int = 0            # distinct people complaining in the incident
+    terms: list[str] = field(default_factory=list)  # what distinguishes it from its baseline
+    summary: str = ""           # one sentence: where, complaints, people, ratio, terms, start
+    representative_ids: list[str] = field(default_factory=list)    # its main cluster's quotes
+    representative_texts: list[str] = field(default_factory=list)  # their text_scrubbed (no PII)
+    topic_mix: dict[str, int] = field(default_factory=dict)        # topic -> tweets
+    sentiment_mix: dict[str, int] = field(default_factory=dict)    # sentiment -> tweets
 
 
 def reason_kind(reason: str) -> str:

@@ -104,8 +104,9 @@ def run_alerts(client: Client, run_id: str) -> list[dict]:
     the replay disproved, left out). A run is its own timeline: another dump replayed
     into the same installation, even of the same days, has alerts of its own."""
     rows = client.query(
-        "SELECT severity, detector, detectors, location, key, status, first_seen, resolved_at, "
-        "observed, expected, message, example_ids FROM dallosh.alerts FINAL "
+        "SELECT severity, severity_level, detector, detectors, location, key, status, first_seen, "
+        "resolved_at, observed, expected, message, example_ids, summary, representative_texts "
+        "FROM dallosh.alerts FINAL "
         "WHERE run_id = {run:String} AND status != 'withdrawn' ORDER BY first_seen, alert_id",
         parameters={"run": run_id})
     return [dict(zip(rows.column_names, row)) for row in rows.result_rows]
@@ -117,7 +118,14 @@ def format_alerts(alerts: list[dict]) -> str:
     lines = [f"Alerts: {len(alerts)}"]
     for a in alerts:
         until = f" -> resolved {a['resolved_at']:%H:%M}" if a["resolved_at"] else " (still firing)"
-        lines.append(f"  [{a['severity']}] {a['location'] or 'national'} ({a['key']}): "
-                     f"first seen {a['first_seen']:%Y-%m-%d %H:%M} UTC{until}; {a['message']}; "
-                     f"e.g. tweets {', '.join(a['example_ids'][:3])}")
+        lines.append(f"  [{a['severity']} {a['severity_level']}/10] {a['location'] or 'national'} "
+                     f"({a['key']}): first seen {a['first_seen']:%Y-%m-%d %H:%M} UTC{until}; "
+                     f"{', '.join(a['detectors']) or a['detector']}")
+        # What the on-call reads first: the incident in one sentence, then one of its
+        # complaints (scrubbed text, as paged); the detectors' own figures stay in `message`.
+        if a["summary"]:
+            lines.append(f"    {a['summary']}")
+        if a["representative_texts"]:
+            lines.append(f"    e.g. \"{a['representative_texts'][0]}\"")
+        lines.append(f"    tweets {', '.join(a['example_ids'][:3])}")
     return "\n".join(lines)

@@ -194,6 +194,48 @@ def test_alert_rule_pages_while_the_demo_incident_is_open_and_not_after(store, n
                if t.python_type in (int, float)]
     assert numeric == ["open"], "Grafana needs exactly one numeric column: the value"
     assert rows[0]["examples"].count(" | ") >= 1, "the message carries example tweets"
+    # The page explains itself: summary, representative complaints (scrubbed), terms, mixes.
+    assert rows[0]["summary"].startswith("Bordeaux: ") and rows[0]["terms"]
+    assert "negative " in rows[0]["sentiments"] and rows[0]["topics"]
     assert resolved_at is not None
     assert after.result_rows == []
     assert now.result_rows == []
+
+
+def test_the_map_places_bordeaux_with_its_complaints_and_incident(store, demo_range):
+    """The wall's map: each location at the gazetteer's coordinates, its complaints as
+    ClickHouse counts them, and the demo's Bordeaux incident (resolved by the end of the
+    day; firing, with its level, while it ran)."""
+    from stream_app.clean.location import COORDINATES
+    low, high = demo_range
+
+    def rows(at: datetime):
+        result = run(store, expand(queries.MAP.sql, low, at, PANEL_INTERVAL_S))
+        return {row[0]: dict(zip(result.column_names, row)) for row in result.result_rows}
+
+    day = rows(high)
+    assert next(iter(day)) == "Bordeaux"                       # the most complaints first
+    with store_session(store.settings.clickhouse_dsn) as client:
+        stored = dict(client.query(
+            "SELECT location, countIf(sentiment = 'negative') FROM dallosh.tweets FINAL "
+            "WHERE location != '' GROUP BY location").result_rows)
+    for location, row in day.items():
+        assert (row["latitude"], row["longitude"]) == COORDINATES[location]
+        assert row["complaints"] == stored[location]
+    assert set(day) == set(stored)
+    bordeaux = day["Bordeaux"]
+    assert (bordeaux["incident"], bordeaux["incident_level"]) == ("resolved", 0)
+    assert bordeaux["summary"].startswith("Bordeaux: ")
+    assert all(r["incident"] == "calm" for name, r in day.items() if name != "Bordeaux")
+    first_seen, _ = bordeaux_alert(store)
+    during = rows(first_seen + timedelta(minutes=10))["Bordeaux"]
+    assert during["incident"] == "firing" and during["incident_level"] >= 1
+
+
+def test_the_wall_alerts_table_shows_the_explanation(store, demo_range):
+    result = run(store, expand(queries.ALERTS.sql, *demo_range, PANEL_INTERVAL_S))
+    (row,) = [dict(zip(result.column_names, r)) for r in result.result_rows
+              if r[result.column_names.index("location")] == "Bordeaux"]
+    assert row["summary"].startswith("Bordeaux: ") and row["terms"] and row["representative"]
+    assert row["people"] > 0 and row["severity_level"] >= 1
+    assert row["sentiments"].startswith("negative ")

@@ -114,32 +114,42 @@ def tweet_rows(run_id: str) -> list[list]:
         count = 1 + step % 3 if night else 12
         for i in range(count):
             negative = step % 2 == 1 if night else i < 3
-            rows.append([f"{run_id}-{step}-{i}", start, f"tweet {step}/{i}", "Bordeaux",
+            # The raw text names someone; the report quotes the scrubbed one only.
+            rows.append([f"{run_id}-{step}-{i}", start, f"tweet {step}/{i} @jean_dupont",
+                         f"tweet {step}/{i} <HANDLE>", "Bordeaux",
                          "negative" if negative else "neutral", 1, "outage", run_id])
     return rows
 
 
 ALERT_COLUMNS = ["alert_id", "detector", "detectors", "location", "severity", "status",
                  "window_start", "window_end", "example_ids", "message", "first_seen",
-                 "updated_at", "resolved_at", "version", "run_id", "key"]
+                 "updated_at", "resolved_at", "version", "run_id", "key", "severity_level",
+                 "authors", "summary", "terms", "representative_ids", "representative_texts",
+                 "topic_mix", "sentiment_mix"]
+EXPLAINED = [8, 61, "Bordeaux: 88 complaints from 61 people in 30 min, x40.0 usual; 'fibre'",
+             ["fibre", "panne"], [f"{RUN}-31-0"], ["plus de fibre <HANDLE>"],
+             {"network": 80, "billing": 8}, {"negative": 88, "neutral": 2}]
 
 
 def alert_row(alert_id: str, detectors: list[str], location: str, first_seen: str,
               resolved: str | None, window: str, *, run_id: str = RUN, detector: str = "",
-              status: str | None = None, version: int = 1, message: str = "") -> list:
+              status: str | None = None, version: int = 1, message: str = "",
+              explained: list | None = None) -> list:
     detector = detector or detectors[0]
     return [alert_id, detector, detectors, location, "critical",
             status or ("resolved" if resolved else "firing"), at(window),
             at(window) + timedelta(minutes=5), [f"{RUN}-30-0", f"{RUN}-30-1"],
             message or f"incident ({location or 'national'}): {', '.join(detectors or [detector])}",
             at(first_seen), at(resolved or first_seen), at(resolved) if resolved else None,
-            version, run_id, f"location:{location}"]
+            version, run_id, f"location:{location}"] + (
+                explained or [0, 0, "", [], [], [], {}, {}])  # as stored before 0007/0008
 
 
 # Four incidents opening within 15 minutes of each other (labels that used to overprint).
 ALERTS = [
     # The user's case: triggered by 14:40-14:45, ran 14:25 -> 17:30, three detectors.
-    alert_row("a1", ["burst", "slow_rise", "threshold"], "Bordeaux", "14:25", "17:30", "14:40"),
+    alert_row("a1", ["burst", "slow_rise", "threshold"], "Bordeaux", "14:25", "17:30", "14:40",
+              explained=EXPLAINED),
     # Stored before migration 0005's sink change: no detectors array; still firing.
     alert_row("a2", [], "Lyon", "14:30", None, "14:30", detector="threshold"),
     alert_row("a3", ["burst", "slow_rise"], "", "14:35", "15:00", "14:35"),
@@ -162,7 +172,7 @@ def run(tmp_path_factory) -> tuple[ReportData, str]:
     dsn = f"chdb://{tmp_path_factory.mktemp('report-rows') / 'ch'}"
     with store_session(dsn) as client:
         client.insert("dallosh.tweets", tweet_rows(RUN) + tweet_rows("r-other"),
-                      column_names=["id", "created_at", "text", "location", "sentiment",
+                      column_names=["id", "created_at", "text", "text_scrubbed", "location", "sentiment",
                                     "priority", "topic", "run_id"])
         client.insert("dallosh.alerts", ALERTS, column_names=ALERT_COLUMNS)
         data = load_report_data(client, RUN)
@@ -195,7 +205,15 @@ def test_the_report_shows_the_runs_own_alerts_and_no_withdrawn_one(run):
     assert [a.location for a in data.alerts] == ["Bordeaux", "Lyon", "", EVIL]
     for mark in ("WITHDRAWN-MARK", "OTHER-RUN-MARK", "LEGACY-MARK"):
         assert mark not in page
-    assert data.alerts[0].examples == ["tweet 30/0", "tweet 30/1"]
+    # Its explanation, as stored; the representative complaint quoted scrubbed.
+    first = data.alerts[0]
+    assert (first.level, first.people, first.terms) == (8, 61, ["fibre", "panne"])
+    assert first.examples == ["plus de fibre <HANDLE>"]
+    assert htmllib.escape(first.summary) in page and "8/10" in page and "network 80, billing 8" in page
+    assert "negative 88, neutral 2" in page and "<b>panne</b>" in page
+    # An alert stored before 0008 quotes its example tweets, scrubbed, never raw.
+    assert data.alerts[1].examples == ["tweet 30/0 <HANDLE>", "tweet 30/1 <HANDLE>"]
+    assert "@jean_dupont" not in page
 
 
 def test_an_alert_band_spans_the_incident_not_its_trigger_window(run):
@@ -265,7 +283,7 @@ def test_share_path_breaks_at_every_gap():
 def test_the_alert_heading_names_every_detector_of_the_incident(run):
     _, page = run
     headings = re.findall(r'<div class="alert"><b>(.*?)</b>', page)
-    assert headings == ["1. CRITICAL · burst + slow_rise + threshold · Bordeaux",
+    assert headings == ["1. CRITICAL 8/10 · burst + slow_rise + threshold · Bordeaux",
                         "2. CRITICAL · threshold · Lyon",      # pre-0005 row: its one detector
                         "3. CRITICAL · burst + slow_rise · national",
                         "4. CRITICAL · slow_rise · &lt;script&gt;alert(1)&lt;/script&gt;"]

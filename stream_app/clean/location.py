@@ -41,7 +41,8 @@ Rules, in the order they apply:
   "Lorraine" written mid-sentence) still reads as the place.
 
 The whole gazetteer is compiled into one trie-shaped regular expression at import, so a
-short tweet costs a few microseconds.
+short tweet costs a few microseconds. :data:`COORDINATES` places each of its cities on
+the wall's map.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-__all__ = ["Location", "extract_location", "REGION_CODES"]
+__all__ = ["Location", "extract_location", "REGION_CODES", "COORDINATES"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +207,65 @@ _CITIES: tuple[tuple[str, str, str, int, tuple[str, ...]], ...] = (
     ("Martigues", "13", "FR-PAC", _PLAIN, ()),
     ("La Seyne-sur-Mer", "83", "FR-PAC", _PLAIN, ()),
 )
+
+# Where each city of the gazetteer is (latitude, longitude in decimal degrees, WGS 84,
+# the town centre to about 1 km): the wall's map (stream_app.dashboards.queries.MAP)
+# places a location's volume and incident status there. Every _CITIES entry has one
+# (tests/test_dashboards_generated.py).
+COORDINATES: dict[str, tuple[float, float]] = {
+    "Paris": (48.857, 2.352), "Marseille": (43.296, 5.370), "Lyon": (45.764, 4.836),
+    "Toulouse": (43.605, 1.444), "Nice": (43.710, 7.262), "Nantes": (47.218, -1.554),
+    "Montpellier": (43.611, 3.877), "Strasbourg": (48.573, 7.752), "Bordeaux": (44.838, -0.579),
+    "Lille": (50.629, 3.057), "Rennes": (48.117, -1.678), "Toulon": (43.124, 5.928),
+    "Reims": (49.258, 4.032), "Saint-Étienne": (45.440, 4.387), "Le Havre": (49.494, 0.108),
+    "Dijon": (47.322, 5.041), "Grenoble": (45.188, 5.724), "Angers": (47.478, -0.563),
+    "Nîmes": (43.837, 4.360), "Aix-en-Provence": (43.530, 5.447),
+    "Clermont-Ferrand": (45.778, 3.087), "Le Mans": (48.006, 0.199), "Brest": (48.390, -4.486),
+    "Tours": (47.394, 0.685), "Amiens": (49.894, 2.296), "Annecy": (45.899, 6.129),
+    "Limoges": (45.834, 1.261), "Metz": (49.120, 6.176), "Perpignan": (42.699, 2.895),
+    "Besançon": (47.238, 6.024), "Orléans": (47.903, 1.909), "Rouen": (49.443, 1.099),
+    "Mulhouse": (47.750, 7.336), "Caen": (49.183, -0.371), "Nancy": (48.692, 6.184),
+    "Avignon": (43.949, 4.806), "Poitiers": (46.580, 0.340), "Dunkerque": (51.034, 2.377),
+    "Béziers": (43.344, 3.216), "La Rochelle": (46.160, -1.151), "Pau": (43.295, -0.371),
+    "Cannes": (43.552, 7.017), "Antibes": (43.580, 7.125), "Ajaccio": (41.919, 8.738),
+    "Bastia": (42.697, 9.451), "Calais": (50.951, 1.858), "Saint-Nazaire": (47.273, -2.214),
+    "Colmar": (48.079, 7.358), "Valence": (44.933, 4.892), "Bourges": (47.081, 2.399),
+    "Quimper": (47.996, -4.097), "Troyes": (48.297, 4.074), "Montauban": (44.018, 1.355),
+    "Niort": (46.323, -0.465), "Chambéry": (45.564, 5.918), "Lorient": (47.748, -3.370),
+    "Vannes": (47.658, -2.760), "Saint-Malo": (48.649, -2.026), "Saint-Brieuc": (48.514, -2.765),
+    "Beauvais": (49.430, 2.081), "Narbonne": (43.184, 3.004), "Carcassonne": (43.213, 2.349),
+    "Laval": (48.073, -0.770), "Cholet": (47.060, -0.879), "Blois": (47.586, 1.335),
+    "Chartres": (48.446, 1.489), "Angoulême": (45.648, 0.156), "Bayonne": (43.493, -1.475),
+    "Albi": (43.929, 2.148), "Tarbes": (43.233, 0.078), "Évreux": (49.027, 1.151),
+    "Cherbourg": (49.640, -1.616), "Saint-Quentin": (49.847, 3.287), "Belfort": (47.640, 6.863),
+    "Auxerre": (47.798, 3.567), "Chalon-sur-Saône": (46.781, 4.854), "Arles": (43.677, 4.631),
+    "Fréjus": (43.433, 6.737), "Hyères": (43.120, 6.130),
+    "Vienne": (45.525, 4.874), "Lens": (50.432, 2.833), "Grasse": (43.658, 6.923),
+    "Orange": (44.138, 4.808), "Sens": (48.197, 3.283),
+    "Boulogne-Billancourt": (48.836, 2.240), "Nanterre": (48.892, 2.207),
+    "Courbevoie": (48.897, 2.253), "Colombes": (48.923, 2.252),
+    "Asnières-sur-Seine": (48.914, 2.287), "Rueil-Malmaison": (48.877, 2.190),
+    "Issy-les-Moulineaux": (48.824, 2.270), "Levallois-Perret": (48.895, 2.287),
+    "Neuilly-sur-Seine": (48.885, 2.269), "Saint-Denis": (48.936, 2.357),
+    "Montreuil": (48.861, 2.443), "Aubervilliers": (48.914, 2.382),
+    "Aulnay-sous-Bois": (48.938, 2.497), "Drancy": (48.923, 2.445),
+    "Noisy-le-Grand": (48.848, 2.553), "Pantin": (48.894, 2.409), "Bobigny": (48.909, 2.439),
+    "Créteil": (48.790, 2.455), "Vitry-sur-Seine": (48.787, 2.392),
+    "Champigny-sur-Marne": (48.817, 2.516), "Saint-Maur-des-Fossés": (48.799, 2.499),
+    "Ivry-sur-Seine": (48.813, 2.385), "Villejuif": (48.792, 2.364),
+    "Argenteuil": (48.947, 2.248), "Cergy": (49.036, 2.076), "Sarcelles": (48.997, 2.381),
+    "Versailles": (48.805, 2.130), "Meaux": (48.960, 2.879), "Évry": (48.632, 2.441),
+    "Villeurbanne": (45.767, 4.880), "Vénissieux": (45.697, 4.886),
+    "Vaulx-en-Velin": (45.778, 4.921), "Bron": (45.739, 4.913),
+    "Caluire-et-Cuire": (45.795, 4.847), "Mérignac": (44.843, -0.646),
+    "Pessac": (44.806, -0.631), "Talence": (44.808, -0.589), "Bègles": (44.808, -0.548),
+    "Roubaix": (50.690, 3.181), "Tourcoing": (50.724, 3.161),
+    "Villeneuve-d'Ascq": (50.623, 3.145), "Blagnac": (43.636, 1.390),
+    "Colomiers": (43.611, 1.335), "Saint-Herblain": (47.212, -1.650), "Rezé": (47.184, -1.550),
+    "Cesson-Sévigné": (48.121, -1.603), "Illkirch-Graffenstaden": (48.530, 7.715),
+    "Aubagne": (43.292, 5.571), "Martigues": (43.405, 5.048),
+    "La Seyne-sur-Mer": (43.101, 5.879),
+}
 
 # (region code, spellings). Bare "Centre", "Nord" and "Champagne" are left out on
 # purpose: they are ordinary words far more often than places; "Corse" (also "corsé",

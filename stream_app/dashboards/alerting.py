@@ -6,7 +6,10 @@
   promtool); Grafana relays each one from Prometheus' ``ALERTS`` series, so there is
   one definition of every operational condition and Grafana does the routing.
 
-Severity ``critical`` pages on-call (webhook); everything goes to the SAV team (email).
+Detector alerts page on-call (webhook) from severity level 7 of 10
+(:data:`stream_app.signals.alerts.PAGE_LEVEL`; the level grows with magnitude, people,
+places and persistence); operational alerts page when Prometheus says ``critical``;
+everything goes to the SAV team (email), the channel below paging.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ from grafana_foundation_sdk.models.dashboard import DataSourceRef
 from stream_app.dashboards import queries as q
 from stream_app.dashboards.clickhouse_query import CLICKHOUSE_UID, PROMETHEUS_UID, ClickHouseQuery
 from stream_app.dashboards.panels import promql
+from stream_app.signals.alerts import PAGE_LEVEL
 
 FOLDER = "Dallosh"
 ORG_ID = 1
 ONCALL, SAV = "dallosh-oncall", "dallosh-sav"
 EXPRESSIONS = DataSourceRef(type_val="__expr__", uid="__expr__")
-README_RUNBOOKS = "README.md"  # the runbook sections of the repository README
+RUNBOOKS = "docs/runbooks.md"  # one `## Runbook: <alert>` section per alert
 
 
 def _reduce_and_threshold(rule: alerting.Rule) -> alerting.Rule:
@@ -50,11 +54,16 @@ def detector_rule() -> alerting.Rule:
         .for_val("0s").no_data_state("OK").exec_err_state("Error")
         .labels({"source": "detectors"})
         .annotations({
-            "summary": "{{ $labels.severity }} signal {{ $labels.detector }} "
-                       "{{ with $labels.location }}in {{ . }}{{ end }}",
-            "description": "{{ $labels.message }} (score {{ $labels.score }}). "
-                           "Example tweets: {{ $labels.examples }}",
-            "runbook_url": f"{README_RUNBOOKS}#runbook-weak-signal-alert",
+            "summary": "Severity {{ $labels.severity_level }}/10: {{ $labels.detector }} "
+                       "{{ with $labels.location }}in {{ . }}{{ else }}national{{ end }}, "
+                       "{{ $labels.people }} people",
+            "description": "{{ with $labels.summary }}{{ . }}. {{ end }}"
+                           "{{ with $labels.examples }}Representative: {{ . }}. {{ end }}"
+                           "{{ with $labels.topics }}Topics: {{ . }}. {{ end }}"
+                           "{{ with $labels.sentiments }}Sentiment: {{ . }}. {{ end }}"
+                           "{{ with $labels.terms }}Terms: {{ . }}. {{ end }}"
+                           "{{ $labels.message }} (score {{ $labels.score }}).",
+            "runbook_url": f"{RUNBOOKS}#runbook-weak-signal-alert",
             "dashboard": "/d/dallosh-wall",
         }))
 
@@ -79,7 +88,7 @@ def prometheus_rules(rules_file: Path) -> list[alerting.Rule]:
                 .annotations({
                     "summary": f"{name} is firing in Prometheus",
                     "description": " ".join(str(annotations.get("description", "")).split()),
-                    "runbook_url": f"{README_RUNBOOKS}#{anchor}",
+                    "runbook_url": f"{RUNBOOKS}#{anchor}",
                 })))
     return rules
 
@@ -120,12 +129,22 @@ def contact_points_file() -> dict:
         for point in map(_plain, (p.build() for p in points))]}
 
 
+def page_level_matcher(level: int = PAGE_LEVEL) -> str:
+    """A label regex for severity levels ``level``..10 (Grafana anchors matcher regexes)."""
+    return "|".join(str(n) for n in range(level, 11))
+
+
 def policies_file() -> dict:
     policy = (alerting.NotificationPolicy().receiver(SAV)
               .group_by(["alertname", "location"]).group_wait("30s").group_interval("5m")
               .repeat_interval("4h")
               .routes([alerting.NotificationPolicy().receiver(ONCALL)
-                       .object_matchers([["severity", "=", "critical"]]).continue_val(True)
-                       .repeat_interval("1h"),
+                       .object_matchers([["source", "=", "detectors"],
+                                         ["severity_level", "=~", page_level_matcher()]])
+                       .continue_val(True).repeat_interval("1h"),
+                       alerting.NotificationPolicy().receiver(ONCALL)
+                       .object_matchers([["source", "=", "prometheus"],
+                                         ["severity", "=", "critical"]])
+                       .continue_val(True).repeat_interval("1h"),
                        alerting.NotificationPolicy().receiver(SAV)]))
     return {"apiVersion": 1, "policies": [{"orgId": ORG_ID, **_plain(policy.build())}]}

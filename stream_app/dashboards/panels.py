@@ -4,7 +4,7 @@ reads as a list of panels: title, query, unit, size."""
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import bargauge, common as common_b, dashboard as dash_b
-from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
+from grafana_foundation_sdk.builders import geomap, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.models import common, dashboard
 
@@ -59,6 +59,34 @@ def sql_bars(title: str, query: PanelSQL, *, height: int = 8, width: int = 12,
             .orientation(common.VizOrientation.HORIZONTAL)
             .display_mode(common.BarGaugeDisplayMode.GRADIENT)
             .reduce_options(common_b.ReduceDataOptions().values(True).calcs([]).limit(20)))
+
+
+def sql_geomap(title: str, query: PanelSQL, *, color_field: str, size_field: str,
+               label_field: str, steps: tuple[tuple[float | None, str], ...],
+               center: tuple[float, float], zoom: int, height: int = 10, width: int = 12,
+               description: str = "") -> geomap.Panel:
+    """A map of one marker per row, at its ``latitude``/``longitude`` columns: sized by
+    ``size_field``, coloured by ``color_field`` through the threshold ``steps``, labelled
+    by ``label_field``; the other columns in the tooltip."""
+    markers = (common_b.MapLayerOptions().type("markers").name("markers").tooltip(True)
+               .location(common_b.FrameGeometrySource().mode(common.FrameGeometrySourceMode.COORDS)
+                         .latitude("latitude").longitude("longitude"))
+               .config({"showLegend": True, "style": {
+                   "color": {"field": color_field, "fixed": "green"},
+                   "size": {"field": size_field, "fixed": 5, "min": 4, "max": 30},
+                   "opacity": 0.6,
+                   "symbol": {"mode": "fixed", "fixed": "img/icons/marker/circle.svg"},
+                   "text": {"mode": "field", "field": label_field, "fixed": ""},
+                   "textConfig": {"fontSize": 10, "offsetY": -14, "textAlign": "center",
+                                  "textBaseline": "bottom"}}}))
+    return (geomap.Panel().title(title).description(description).datasource(CLICKHOUSE)
+            .with_target(_sql(query)).height(height).span(width)
+            .view(geomap.MapViewConfig().id("coords").lat(center[0]).lon(center[1]).zoom(zoom))
+            .basemap(common_b.MapLayerOptions().type("default").name("basemap"))
+            .layers([markers])
+            .tooltip(geomap.TooltipOptions().mode(geomap.geomap.TooltipMode.DETAILS))
+            .thresholds(thresholds(*steps))
+            .color_scheme(dash_b.FieldColor().mode(dashboard.FieldColorModeId.THRESHOLDS)))
 
 
 def promql(expr: str, legend: str, ref_id: str = "A") -> prometheus.Dataquery:

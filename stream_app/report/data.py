@@ -3,7 +3,12 @@
 A run's alerts are those of its own timeline (``dallosh.alerts.run_id``, migration 0005):
 a replay of another dump, or the live stream, over the same dates never shows up in this
 run's report. Alerts stored before 0005 have no timeline (``run_id = ''``) and appear in
-no run's report; ``dallosh demo`` on a fresh store writes them with one."""
+no run's report; ``dallosh demo`` on a fresh store writes them with one.
+
+An alert comes with its explanation (migrations 0007, 0008): severity level, people,
+summary, distinctive terms, topic and sentiment mix, and its representative complaints,
+quoted SCRUBBED (``text_scrubbed``: a report is shared, personal data stays out). An
+alert stored before 0008 has its example ids looked up in the tweets' scrubbed text."""
 
 from __future__ import annotations
 
@@ -35,7 +40,13 @@ class Alert:
     resolved_at: datetime | None
     until: datetime             # resolved_at, or the run's last tweet while still firing
     message: str
-    examples: list[str]
+    examples: list[str]         # representative complaints, scrubbed text
+    level: int = 0              # severity 1-10 (0: stored before 0007)
+    people: int = 0             # distinct people complaining
+    summary: str = ""
+    terms: list[str] = field(default_factory=list)
+    topic_mix: dict[str, int] = field(default_factory=dict)
+    sentiment_mix: dict[str, int] = field(default_factory=dict)
 
 
 def incident_detectors(detectors: list[str], detector: str) -> list[str]:
@@ -97,14 +108,18 @@ def load_report_data(client: Client, run_id: str | None = None) -> ReportData:
         step=minutes)
     alerts = [Alert(incident_detectors(detectors, detector), location, severity, status,
                     window_start, window_end, first_seen, resolved_at, resolved_at or last,
-                    message, [t for t in texts if t])
+                    message, [t for t in texts if t], level, people, summary, list(terms),
+                    dict(topic_mix), dict(sentiment_mix))
               for (detectors, detector, location, severity, status, window_start, window_end,
-                   first_seen, resolved_at, message, texts) in rows(
+                   first_seen, resolved_at, message, texts, level, people, summary, terms,
+                   topic_mix, sentiment_mix) in rows(
         "SELECT a.detectors, a.detector, a.location, a.severity, a.status, a.window_start, "
         "a.window_end, a.first_seen, a.resolved_at, a.message, "
-        "arrayMap(i -> t.texts[indexOf(t.ids, i)], arraySlice(a.example_ids, 1, 3)) "
+        "if(notEmpty(a.representative_texts), a.representative_texts, "
+        "   arrayMap(i -> t.texts[indexOf(t.ids, i)], arraySlice(a.example_ids, 1, 3))), "
+        "a.severity_level, a.authors, a.summary, a.terms, a.topic_mix, a.sentiment_mix "
         f"FROM (SELECT * FROM {RUN_ALERTS}) AS a "
-        "CROSS JOIN (SELECT groupArray(id) AS ids, groupArray(text) AS texts "
+        "CROSS JOIN (SELECT groupArray(id) AS ids, groupArray(text_scrubbed) AS texts "
         f"            FROM {tweets} AND id IN (SELECT arrayJoin(example_ids) "
         f"             FROM {RUN_ALERTS})) AS t ORDER BY a.first_seen, a.alert_id")]
     return ReportData(

@@ -33,7 +33,7 @@ h2{font-size:16px;margin:0 0 12px}.kpis{display:flex;gap:12px;flex-wrap:wrap}
 .p0{background:#d6453d}.p1{background:#f0a030}.p2{background:#8fb3e8}.neg{background:#d6453d}.neu{background:#b7bfcc}.pos{background:#3aa36b}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:6px 8px;border-bottom:1px solid #eef1f5;vertical-align:top}
 th{cursor:pointer;color:#5b6578;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.alert{border-left:4px solid #d6453d;padding:8px 12px;margin:8px 0;background:#fff5f4}.alert q{display:block;color:#5b6578;margin-top:4px}
+.alert{border-left:4px solid #d6453d;padding:8px 12px;margin:8px 0;background:#fff5f4}.alert q{display:block;color:#5b6578;margin-top:4px}.alert .summary{font-weight:600}
 .two{display:grid;grid-template-columns:1fr 1fr;gap:16px}@media(max-width:800px){.two{grid-template-columns:1fr}}
 footer{color:#5b6578;font-size:12px;text-align:center}
 """
@@ -85,9 +85,20 @@ def _alert_html(number: int, alert: Alert) -> str:
         ran = f"{_span(alert.first_seen, alert.resolved_at)} UTC"
     else:
         ran = f"{alert.first_seen:%Y-%m-%d %H:%M} UTC → still firing at the end of the data"
-    return (f'<div class="alert"><b>{number}. {escape(alert.severity.upper())} · '
+    level = f" {alert.level}/10" if alert.level else ""
+    why = []
+    if alert.summary:
+        why.append(f'<span class="summary">{escape(alert.summary)}</span>')
+    if alert.terms:
+        why.append("Distinctive terms: " + ", ".join(f"<b>{escape(t)}</b>" for t in alert.terms))
+    for name, mix in (("Topics", alert.topic_mix), ("Sentiment", alert.sentiment_mix)):
+        if mix:
+            why.append(f"{name}: " + ", ".join(
+                f"{escape(k)} {v}" for k, v in sorted(mix.items(), key=lambda kv: (-kv[1], kv[0]))))
+    return (f'<div class="alert"><b>{number}. {escape(alert.severity.upper())}{level} · '
             f'{escape(alert_title(alert))}</b> — {ran} ({escape(alert.status)})<br>'
-            f'{escape(alert.message)} <small>(triggered by the window '
+            + "".join(f"{line}<br>" for line in why)
+            + f'{escape(alert.message)} <small>(triggered by the window '
             f'{_span(alert.window_start, alert.window_end)} UTC)</small>'
             + "".join(f"<q>{escape(t)}</q>" for t in alert.examples) + "</div>")
 

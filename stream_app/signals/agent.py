@@ -179,6 +179,7 @@ def register_signals_agent(app: faust.App, topics: PipelineTopics, settings: Set
         log.info("signals: timeline %s dropped from memory (least recently fed)", engine.timeline)
 
     lock = asyncio.Lock()   # the agent and the heartbeat never touch an engine at once
+    timer = metrics.StepTimer(STAGE, ("decode", "signals"))
 
     if settings.signals_heartbeat_s > 0:
         @app.timer(interval=settings.signals_heartbeat_s)
@@ -205,6 +206,7 @@ def register_signals_agent(app: faust.App, topics: PipelineTopics, settings: Set
                     log.info("signals: state recovered (%d timelines)", len(engines))
             timelines = holder[0]
             metrics.MESSAGES_IN.labels(STAGE).inc(len(events))
+            timer.start()
             batches: dict[str, list[tuple[int, TweetEvent]]] = {}
             for event in events:
                 try:
@@ -217,12 +219,15 @@ def register_signals_agent(app: faust.App, topics: PipelineTopics, settings: Set
                     continue
                 batches.setdefault(tweet_event.timeline, []).append(
                     (event.message.partition, tweet_event))
+            timer.lap("decode")
             async with lock:
                 for timeline, batch in batches.items():
                     engine, evicted = timelines.get(timeline)
                     for old in evicted:
                         await forget(old)
                     await _feed(engine, batch, save, topics)
+            timer.lap("signals")
+            timer.flush()
 
 
 async def _feed(engine: SignalEngine, batch: list[tuple[int, TweetEvent]], save, topics: PipelineTopics) -> None:

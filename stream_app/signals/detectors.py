@@ -2,6 +2,11 @@
 
 Each returns a :class:`Signal` when it fires, else None. ``step`` is the minute number
 where the step's window ends (exclusive): the window is ``[step - 5, step)``.
+
+They count people, not tweets: ``Sums.voices`` (distinct complaining authors, see
+:mod:`stream_app.signals.windows`) against a baseline in the same unit, and the share of
+priority-0 voices. One author's flood, or copies from a handful of accounts, adds a
+voice per account and hour, never an outage.
 """
 
 from __future__ import annotations
@@ -23,16 +28,16 @@ PAST_INCIDENT_SD = 4.0
 @dataclass(frozen=True)
 class DetectorConfig:
     high_share: float = 0.30          # threshold detector: share of priority-0 tweets
-    high_min_volume_hour: int = 60    # a 30 % share of fewer tweets is too often chance
+    high_min_volume_hour: int = 60    # a 30 % share of fewer voices is too often chance
     high_min_volume_step: int = 5
     burst_alpha: float = 1e-6         # Poisson tail probability
     burst_ratio: float = 2.8          # last 10 min vs expected
-    burst_min_negative: int = 8
+    burst_min_negative: int = 8       # complaining voices, over the 10 minutes
     trend_hours: int = 6              # slow rise: the CUSUM looks back this many hours
     trend_design_ratio: float = 2.0   # the rate ratio the CUSUM is tuned to detect
     trend_threshold: float = 8.5      # log-likelihood ratio (nats) from which it fires
     trend_ratio: float = 1.5          # least observed / expected over the span it accumulates
-    trend_min_negative: int = 20      # least negatives over that span
+    trend_min_negative: int = 20      # least complaining voices over that span
     local_share: float = 0.5          # a location holding this share of negatives is local
     national_locations: int = 3       # this many locations bursting at once is national
     resolve_minutes: int = 30         # quiet time before an alert resolves
@@ -71,20 +76,21 @@ def poisson_tail(k: int, lam: float) -> float:
 
 
 def expected_negative(store: WindowStore, key: str, step: int, minutes: int) -> float:
-    """Expected negatives in ``[step - minutes, step)``; see :func:`baseline_negative`."""
+    """Expected complaining voices in ``[step - minutes, step)``; see :func:`baseline_negative`."""
     return baseline_negative(store, key, step, minutes)[0]
 
 
 def baseline_negative(store: WindowStore, key: str, step: int, minutes: int) -> tuple[float, int]:
-    """Expected negatives in ``[step - minutes, step)`` and the number of past periods the
-    estimate averages (0 for the trailing estimate), from the best history the key has:
+    """Expected complaining voices (``Sums.voices``) in ``[step - minutes, step)`` and the
+    number of past periods the estimate averages (0 for the trailing estimate), from the
+    best history the key has:
 
     - the same hour of week, averaged over the two past weeks once the key has them
       (one week is a single sample, noisier than six days);
     - else the same hour of day, averaged over up to six past days;
     - else the trailing three hours (ending 10 minutes before the window), scaled by how
-      the key's non-negative traffic changed since: that traffic carries the daily
-      rhythm but not the incident, so a morning ramp does not read as a burst.
+      the key's other voices changed since: they carry the daily rhythm but not the
+      incident, so a morning ramp does not read as a burst.
 
     A past period standing far above the others (an incident then) is left out; see
     :func:`without_past_incident`. NaN when the key has less than an hour of history.
@@ -98,7 +104,7 @@ def baseline_negative(store: WindowStore, key: str, step: int, minutes: int) -> 
         if len(back) >= (MIN_WEEKS if period == WEEK_MINUTES else 1):
             # The surrounding hour of each past period, scaled to the window: smoother
             # than the same few minutes alone.
-            counts = [store.sums(key, start - n * period - 30, start - n * period + 30).negative
+            counts = [store.sums(key, start - n * period - 30, start - n * period + 30).voices
                       for n in back]
             counts = without_past_incident(counts)
             return sum(counts) / len(counts) * minutes / 60, len(counts)
@@ -109,9 +115,9 @@ def baseline_negative(store: WindowStore, key: str, step: int, minutes: int) -> 
         return math.nan, 0
     trail = store.sums(key, trail_start, trail_end)
     now = store.sums(key, start, step)
-    rate = trail.negative / span
-    calm_then = (trail.volume - trail.negative) / span
-    calm_now = (now.volume - now.negative) / minutes
+    rate = trail.voices / span
+    calm_then = max(trail.authors - trail.voices, 0) / span
+    calm_now = max(now.authors - now.voices, 0) / minutes
     rhythm = min(max(calm_now / calm_then, 1.0), 4.0) if calm_then > 0 else 1.0
     return rate * rhythm * minutes, 0
 
@@ -134,27 +140,34 @@ def without_past_incident(counts: list[int]) -> list[int]:
 
 def threshold(store: WindowStore, key: str, step: int, cfg: DetectorConfig) -> Signal | None:
     """High-priority share over the last hour AND the last five minutes (a spike that is
-    already over does not page; a slow drift the last minutes do not confirm neither).
-    Not run on topic keys: a topic such as ``outage`` is high priority by nature."""
+    already over does not page; a slow drift the last minutes do not confirm neither),
+    of the tweets and of the people alike: an account posting forty urgent tweets is one
+    urgent person among the distinct authors of the span (:meth:`WindowStore.people`),
+    so a flood raises the tweet share alone. Not run on topic keys: a topic such as
+    ``outage`` is high priority by nature."""
     if key.startswith("topic:"):
         return None
     hour = store.sums(key, step - HOUR_MINUTES, step)
     last = store.sums(key, step - STEP_MINUTES, step)
     if hour.volume < cfg.high_min_volume_hour or last.volume < cfg.high_min_volume_step:
         return None
-    if hour.high_share > cfg.high_share and last.high_share > cfg.high_share:
-        return Signal("threshold", key, round(hour.high_share, 4), cfg.high_share,
-                      round(hour.high_share / cfg.high_share, 3), "critical", HOUR_MINUTES)
-    return None
+    if hour.high_share <= cfg.high_share or last.high_share <= cfg.high_share:
+        return None
+    hour_people, hour_high = store.people(key, step - HOUR_MINUTES, step)
+    last_people, last_high = store.people(key, step - STEP_MINUTES, step)
+    if hour_high <= cfg.high_share * hour_people or last_high <= cfg.high_share * last_people:
+        return None
+    return Signal("threshold", key, round(hour.high_share, 4), cfg.high_share,
+                  round(hour.high_share / cfg.high_share, 3), "critical", HOUR_MINUTES)
 
 
 def burst(store: WindowStore, key: str, step: int, cfg: DetectorConfig) -> Signal | None:
-    """Negative count of the last 10 minutes against the seasonal baseline (Poisson tail),
+    """Complaining voices of the last 10 minutes against the seasonal baseline (Poisson tail),
     confirmed by each of its two five-minute windows alone being above twice the baseline
     and significant: an incident that lasts, not a spike of a few minutes (which, on a key
     it is concentrated in, such as its topic, would dwarf the 10-minute baseline alone)."""
     span = 2 * STEP_MINUTES
-    observed = store.sums(key, step - span, step).negative
+    observed = store.sums(key, step - span, step).voices
     if observed < cfg.burst_min_negative:
         return None
     expected = expected_negative(store, key, step, span)
@@ -163,7 +176,7 @@ def burst(store: WindowStore, key: str, step: int, cfg: DetectorConfig) -> Signa
     expected = max(expected, 0.5)
     if observed < cfg.burst_ratio * expected:
         return None
-    last = store.sums(key, step - STEP_MINUTES, step).negative
+    last = store.sums(key, step - STEP_MINUTES, step).voices
     expected_half = expected * STEP_MINUTES / span
     for half in (observed - last, last):
         # Each half alone: twice the baseline, and significant at the square root of
@@ -179,7 +192,7 @@ def burst(store: WindowStore, key: str, step: int, cfg: DetectorConfig) -> Signa
 
 
 Evidence = tuple[int, float, int]
-"""One five-minute step of a key: (negatives, expected negatives, past periods behind the
+"""One five-minute step of a key: (complaining voices, expected voices, past periods behind the
 expectation; 0 for the trailing estimate). Expected is NaN without an hour of history."""
 
 
@@ -188,7 +201,7 @@ def step_evidence(store: WindowStore, key: str, step: int) -> Evidence:
     before ``step``, so it is final once those minutes are (the engine memoises it and
     forgets it when late data revises the window or its history)."""
     expected, periods = baseline_negative(store, key, step, STEP_MINUTES)
-    return store.sums(key, step - STEP_MINUTES, step).negative, expected, periods
+    return store.sums(key, step - STEP_MINUTES, step).voices, expected, periods
 
 
 @dataclass(frozen=True)
@@ -256,10 +269,10 @@ def poisson_cusum(evidence: Sequence[Evidence], design_ratio: float, threshold: 
 
 def slow_rise(store: WindowStore, key: str, step: int, cfg: DetectorConfig,
               evidence: Callable[[WindowStore, str, int], Evidence] = step_evidence) -> Signal | None:
-    """A sustained rise of the negative count against the seasonal baseline: a Poisson
+    """A sustained rise of the complaining voices against the seasonal baseline: a Poisson
     CUSUM (:func:`poisson_cusum`) over the five-minute steps of the last ``trend_hours``,
     tuned to a rate ratio of ``trend_design_ratio``, with alarms at ``trend_threshold``
-    nats over runs of at least ``trend_min_negative`` negatives at ``trend_ratio`` times
+    nats over runs of at least ``trend_min_negative`` voices at ``trend_ratio`` times
     the expectation or more (a minimum volume, and no paging on a large key for a rise
     too small to matter). It fires while an alarm is in force. Counts, not shares, so
     the few extra complaints of a small city add up step after step; on every key.

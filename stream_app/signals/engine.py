@@ -35,7 +35,7 @@ from typing import Iterable
 from stream_app.signals.alerts import AlertTracker, group_signals
 from stream_app.signals.detectors import (SEASONAL_WEEKS, WEEK_MINUTES, DetectorConfig, Evidence,
                                           burst, slow_rise, step_evidence, threshold)
-from stream_app.signals.windows import (MINUTE, STEP_MINUTES, Aggregate, TweetEvent, WindowStore,
+from stream_app.signals.windows import (MINUTE, STEP_MINUTES, TweetEvent, WindowStore,
                                         LIVE_TIMELINE, window_record)
 
 DETAIL_MINUTES = 26 * 60      # minutes keeping authors/terms/examples; older: counts only
@@ -201,8 +201,8 @@ class SignalEngine:
                 signals.append(signal)
         groups = group_signals(signals, self.store, step, self.cfg, self.tracker.national_open(),
                                self._evidence, self.tracker.national_resolved(),
-                               self.tracker.open_locations())
-        self.tracker.step(step, groups, self.store)
+                               self.tracker.open_locations(), self.tracker.resolved_locations())
+        self.tracker.step(step, groups, self.store, self._evidence)
 
     def _evidence(self, store: WindowStore, key: str, step: int) -> Evidence:
         """:func:`step_evidence`, memoised: a step's evidence reads only minutes before it,
@@ -260,12 +260,15 @@ class SignalEngine:
         for cached in [k for k in self.evidence if k[1] <= oldest]:
             del self.evidence[cached]
         self.settled.update(self.tracker.forget_resolved_before(horizon))
+        detail_until = self.evaluated_until - DETAIL_MINUTES
+        # Voices are derived from the authors: computed before the authors go.
+        self.store.settle_voices(detail_until)
         for key, series in self.store.minutes.items():
             for minute in [m for m in series if m < self.evaluated_until - RETENTION_MINUTES]:
                 self.store.forget(key, minute)
             for minute, agg in series.items():
-                if minute < self.evaluated_until - DETAIL_MINUTES and (agg.authors or agg.ids):
-                    series[minute] = Aggregate(agg.volume, agg.negative, agg.high)
+                if minute < detail_until and (agg.authors or agg.ids):
+                    series[minute] = agg.counts_only()
 
     # ------------------------------------------------------------------ state for recovery
 

@@ -48,5 +48,7 @@ ALERTS = TableSpec(
     table="dallosh.alerts", record_type=Alert,
     columns=("alert_id", "detector", "key", "location", "severity", "status", "window_start",
              "window_end", "observed", "expected", "score", "example_ids", "message", "first_seen",
-             "updated_at", "resolved_at", "version", "run_id", "detectors"),
+             "updated_at", "resolved_at", "version", "run_id", "detectors", "severity_level",
+             "authors", "terms", "summary", "representative_ids", "representative_texts",
+             "topic_mix", "sentiment_mix"),
 )
