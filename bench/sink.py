@@ -293,6 +293,21 @@ def bench_throughput(base: Settings, work: Path, rows: int, say: Say) -> dict:
                     "(counted in their old and new cell); FINAL and argMax are exact"}
 
 
+def latency_split(client, run_id: str) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """One run's latency split (p50 and p95 in seconds: produced -> classify window ->
+    stored) and its tweets per ``tier/provider``; ``bench sink`` and ``bench pipeline``."""
+    params = {"run": run_id}
+    stages = {name: [round(q, 3) for q in client.query(
+        f"SELECT quantilesExact(0.5, 0.95)(dateDiff('millisecond', {a}, {b}) / 1000) "
+        "FROM dallosh.tweets FINAL WHERE run_id = {run:String}", parameters=params).result_rows[0][0]]
+        for name, (a, b) in {"to_classify_window_p50_p95_s": ("ingested_at", "classified_at"),
+                             "classify_window_to_stored_p50_p95_s": ("classified_at", "stored_at")}.items()}
+    tiers = {f"{tier}/{provider}": count for tier, provider, count in client.query(
+        "SELECT tier, provider, count() FROM dallosh.tweets FINAL WHERE run_id = {run:String} "
+        "GROUP BY tier, provider ORDER BY count() DESC", parameters=params).result_rows}
+    return stages, tiers
+
+
 def bench_latency(base: Settings, work: Path, texts: list[str], rate: float, say: Say,
                   split_roles: bool = False) -> dict:
     """Latency of ``texts`` (``held_out_tweets``: warm-up first, then the measured ones),
@@ -330,14 +345,7 @@ def bench_latency(base: Settings, work: Path, texts: list[str], rate: float, say
             "quantilesExact(0.5, 0.95, 0.99)(lat)[3], max(lat), count() FROM (SELECT "
             "dateDiff('millisecond', ingested_at, stored_at) / 1000 AS lat "
             "FROM dallosh.tweets FINAL WHERE run_id = {run:String})", parameters=params).result_rows[0]
-        stages = {name: [round(q, 3) for q in client.query(
-            f"SELECT quantilesExact(0.5, 0.95)(dateDiff('millisecond', {a}, {b}) / 1000) "
-            "FROM dallosh.tweets FINAL WHERE run_id = {run:String}", parameters=params).result_rows[0][0]]
-            for name, (a, b) in {"to_classify_window_p50_p95_s": ("ingested_at", "classified_at"),
-                                 "classify_window_to_stored_p50_p95_s": ("classified_at", "stored_at")}.items()}
-        tiers = {f"{tier}/{provider}": count for tier, provider, count in client.query(
-            "SELECT tier, provider, count() FROM dallosh.tweets FINAL WHERE run_id = {run:String} "
-            "GROUP BY tier, provider ORDER BY count() DESC", parameters=params).result_rows}
+        stages, tiers = latency_split(client, run_id)
     say(f"  latency p50 {p50:.3f} s, p95 {p95:.3f} s, p99 {p99:.3f} s over {stored:,} tweets; "
         f"classified by {tiers}")
     return {"tweets": n, "stored": stored, "rate_per_s": rate, "achieved_rate_per_s": round(achieved, 1),

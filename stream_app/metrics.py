@@ -6,6 +6,8 @@ free text, so the series count stays small.
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 MESSAGES_IN = Counter("dallosh_messages_in_total", "Messages a stage consumed", ["stage"])
@@ -49,6 +51,12 @@ CONSUMER_LAG = Gauge("dallosh_consumer_lag_messages",
                      "Messages of a topic not yet committed by its slowest consumer group "
                      "(Faust agents or the ClickHouse sink)", ["topic"])
 
+STEP_SECONDS = Counter("dallosh_step_seconds_total",
+                       "Seconds each stage spent in each step of its work (decode, clean, "
+                       "language, dedup, classify, produce, signals, sink): over the tweets "
+                       "it handled, the cost per tweet of each step (`dallosh bench pipeline`)",
+                       ["stage", "step"])
+
 # Stage names used as label values.
 STAGE_CLEAN = "clean"
 STAGE_CLASSIFY = "classify"
@@ -63,3 +71,34 @@ def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
     Prometheus over its network passes its own address, e.g. ``0.0.0.0``)."""
     if port:
         start_http_server(port, addr=addr)
+
+
+class StepTimer:
+    """Seconds per step of one stage, added up in plain floats and handed to
+    :data:`STEP_SECONDS` once per batch (``flush``): timing a step costs two
+    ``perf_counter`` calls, not a labelled counter update per message.
+
+    ``lap(step)`` charges the time since the previous lap (or ``start``) to ``step``, so
+    consecutive steps of one message cost one clock read each."""
+
+    __slots__ = ("_children", "seconds", "_mark")
+
+    def __init__(self, stage: str, steps: tuple[str, ...]) -> None:
+        self._children = {step: STEP_SECONDS.labels(stage, step) for step in steps}
+        self.seconds = dict.fromkeys(steps, 0.0)
+        self._mark = 0.0
+
+    def start(self) -> float:
+        self._mark = time.perf_counter()
+        return self._mark
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] += now - self._mark
+        self._mark = now
+
+    def flush(self) -> None:
+        for step, seconds in self.seconds.items():
+            if seconds:
+                self._children[step].inc(seconds)
+                self.seconds[step] = 0.0

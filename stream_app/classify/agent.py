@@ -19,9 +19,9 @@ file), then the local tier or the rules.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from collections import Counter
 from dataclasses import MISSING, fields
 from copy import copy as shallow_copy
 
@@ -41,10 +41,12 @@ from stream_app.clean.relevance import CUSTOMER, load_brand
 from stream_app.records import (ClassifiedTweet, CleanTweet, DeadLetter, compile_flat_schema, iso,
                                 utc_now)
 from stream_app.settings import Settings
-from stream_app.topics import PipelineTopics
+from stream_app.topics import PipelineTopics, decode, encode
 
 log = logging.getLogger(__name__)
 STAGE = metrics.STAGE_CLASSIFY
+_IN, _OUT = metrics.MESSAGES_IN.labels(STAGE), metrics.MESSAGES_OUT.labels(STAGE)
+_BATCH = metrics.BATCH_SIZE.labels(STAGE)
 
 
 _clean_schema_check = compile_flat_schema(CleanTweet.SCHEMA)
@@ -66,7 +68,7 @@ def decode_clean(payloads: list[bytes]) -> tuple[list[CleanTweet], list[DeadLett
     tweets, dead = [], []
     for payload in payloads:
         try:
-            data = json.loads(payload)
+            data = decode(payload)
             errors = _clean_schema_errors(data) if isinstance(data, dict) else ["not a JSON object"]
             if errors:
                 dead.append(DeadLetter.build(stage=STAGE, payload=payload,
@@ -94,7 +96,7 @@ def build_cascade(settings: Settings) -> Cascade:
                    taxonomy=load_brand(settings).taxonomy,  # every tier: the brand's labels
                    governor=BudgetGovernor(settings.max_cost_per_hour, settings.max_cost_per_day),
                    local_tier=load_local_tier(settings.local_model, settings.local_model_threads,
-                                              brand_taxonomy(settings)),
+                                              brand_taxonomy(settings), settings.local_model_runtime),
                    escalate_below=settings.local_escalate_below,
                    deadline_s=settings.classify_deadline_s, max_items=settings.classify_max_items)
 
@@ -131,24 +133,34 @@ def register_classify_agent(app: faust.App, topics: PipelineTopics, settings: Se
     recent = RecentClassifications()
     cascade_holder: list[Cascade] = []  # built on first use: its HTTP client needs the loop
 
+    timer = metrics.StepTimer(STAGE, ("decode", "classify", "produce"))
+
     @app.agent(topics.clean, name="classify")
     async def classify(stream: faust.StreamT[bytes]) -> None:
         async for payloads in stream.take(settings.classify_batch_size,
                                           within=settings.classify_max_wait):
             if not cascade_holder:
                 cascade_holder.append(build_cascade(settings))
-            metrics.MESSAGES_IN.labels(STAGE).inc(len(payloads))
-            metrics.BATCH_SIZE.labels(STAGE).observe(len(payloads))
+            _IN.inc(len(payloads))
+            _BATCH.observe(len(payloads))
+            timer.start()
             tweets, dead = decode_clean(payloads)
+            timer.lap("decode")
             for letter in dead:
                 await topics.send_dead_letter(letter)
             results, calls = await classify_window(tweets, cascade_holder[0], recent)
+            timer.lap("classify")
             for call in calls:
-                await topics.provider_calls.send(key=call.call_id.encode(), value=call.to_json())
+                await topics.send(topics.provider_calls, call.call_id.encode(), encode(call))
+            by_tier: Counter[tuple[str, str]] = Counter()
             for tweet in results:
-                await topics.classified.send(key=tweet.id.encode(), value=tweet.to_json())
-                metrics.CLASSIFIED.labels(tweet.tier, tweet.provider).inc()
-            metrics.MESSAGES_OUT.labels(STAGE).inc(len(results))
+                await topics.send(topics.classified, tweet.id.encode(), encode(tweet))
+                by_tier[tweet.tier, tweet.provider] += 1
+            for (tier, provider), n in by_tier.items():  # one labelled update per window
+                metrics.CLASSIFIED.labels(tier, provider).inc(n)
+            _OUT.inc(len(results))
+            timer.lap("produce")
+            timer.flush()
 
 
 async def classify_window(tweets: list[CleanTweet], cascade: Cascade, recent: RecentClassifications):

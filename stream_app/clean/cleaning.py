@@ -26,6 +26,7 @@ from stream_app.clean.language import detect_language
 from stream_app.clean.location import extract_location
 from stream_app.clean.pii import scrub_pii
 from stream_app.clean.relevance import CUSTOMER, BrandConfig
+from stream_app.topics import decode
 from stream_app.records import (DEFAULT_MAX_FUTURE_SKEW_S, CleanDecision, CleanTweet, DeadLetter,
                                 PerTimeline, RawTweet, parse_iso, raw_tweet_problem, timeline_of)
 
@@ -66,6 +67,7 @@ class CleanResult:
     dead_letter: DeadLetter | None = None
 
 
+CLEAN_STEPS = ("decode", "clean", "language", "dedup", "produce")
 MAX_REPLAY_TIMELINES = 8  # replays deduplicated at once, besides live; the oldest is dropped
 
 
@@ -80,13 +82,16 @@ class Cleaner:
         self.brand = brand
         self._dedups = PerTimeline(lambda timeline: dedup(), MAX_REPLAY_TIMELINES)
         self.max_future_skew_s = max_future_skew_s
+        self.timer = metrics.StepTimer(STAGE, CLEAN_STEPS)  # flushed by the agent
 
     def dedup_for(self, run_id: str) -> Deduplicator:
         return self._dedups.get(timeline_of(run_id))[0]
 
     def clean(self, payload: bytes) -> CleanResult:
+        timer = self.timer
+        timer.start()
         try:
-            data = json.loads(payload)
+            data = decode(payload)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             return CleanResult(dead_letter=DeadLetter.build(
                 stage=STAGE, reason=f"invalid JSON: {exc.__class__.__name__}", payload=payload))
@@ -96,13 +101,18 @@ class Cleaner:
             return CleanResult(dead_letter=DeadLetter.build(
                 stage=STAGE, reason=problem, payload=payload, run_id=str(data.get("run_id", "")),
                 tweet_id=str(data.get("id", "")), source=str(data.get("source", ""))))
-        return self._clean_valid(RawTweet.from_dict(data))
+        raw = RawTweet.from_dict(data)
+        timer.lap("decode")
+        return self._clean_valid(raw)
 
     def _clean_valid(self, raw: RawTweet) -> CleanResult:
+        timer = self.timer
         result = CleanResult()
         text_clean = clean_text(raw.text)
+        timer.lap("clean")
         seen = self.dedup_for(raw.run_id).check(raw.id, text_clean, parse_iso(raw.created_at).timestamp(),
                                 is_retweet=raw.is_retweet)
+        timer.lap("dedup")
         if seen.kind == "exact":
             # A redelivery (the worker restarted or Faust re-read a partition after a seek)
             # or a replay of the same file. Dropping it would lose the tweet whenever the
@@ -127,7 +137,9 @@ class Cleaner:
         mentions = _MENTION.findall(text_clean)
         scrubbed = scrub_pii(text_clean, public_handles=self.brand.accounts)
         fields = raw.to_dict()
+        timer.lap("clean")
         fields["lang"] = detect_language(text_clean, raw.lang)
+        timer.lap("language")
         result.tweet = CleanTweet(
             **fields,
             text_clean=text_clean,
@@ -144,4 +156,5 @@ class Cleaner:
             relevance=relevance,
             brand=self.brand.name,
         )
+        timer.lap("clean")
         return result

@@ -55,6 +55,9 @@ STOP_GRACE_S = 20.0        # on shutdown, how long the batch in flight may take 
 FETCH_BYTES_PER_PARTITION = 8 << 20
 
 Batch = dict[TopicPartition, list[ConsumerRecord]]
+# Profile steps: checking and decoding a batch; landing it (inserts, commit).
+_DECODE_SECONDS = metrics.STEP_SECONDS.labels(STAGE, "decode")
+_LAND_SECONDS = metrics.STEP_SECONDS.labels(STAGE, "sink")
 
 
 def sink_group(settings: Settings) -> str:
@@ -175,17 +178,21 @@ class SinkConsumer(mode.Service):
         for tp, records in batch.items():
             by_topic[tp.topic].extend(r.value if r.value is not None else b"" for r in records)
         prepared = []
+        started = time.perf_counter()
         for topic, payloads in by_topic.items():
             metrics.MESSAGES_IN.labels(STAGE).inc(len(payloads))
             metrics.BATCH_SIZE.labels(STAGE).observe(len(payloads))
             spec = self.routes[topic]
             prepared.append((spec, await prepare(self.writer, spec, payloads)))
+        _DECODE_SECONDS.inc(time.perf_counter() - started)
         return prepared
 
     async def _land(self, batch: Batch, prepared: list[tuple[TableSpec, DecodedBatch]]) -> None:
+        started = time.perf_counter()
         for spec, decoded in prepared:
             await land(self.writer, spec, decoded)
         await self._commit(batch)
+        _LAND_SECONDS.inc(time.perf_counter() - started)
 
     async def _commit(self, batch: Batch) -> None:
         """Commit the delivered batch, and only it."""
