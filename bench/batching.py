@@ -293,7 +293,7 @@ def _cost_per_1k(budgets: dict) -> dict[str, dict[str, float]]:
     """Expected USD per 1,000 tweets for each packaged provider: smart batching's input
     and output tokens per 1,000 tweets (the cloud-sized budget for cloud providers, the
     small one for on-prem) at the provider's configured prices. What production really
-    costs is in the ledger (README: "Cost per 1,000 tweets from the ledger")."""
+    costs is in the ledger (the ledger query in docs/benchmarks.md)."""
     from stream_app.classify.provider_config import load_providers
     costs = {}
     for provider in load_providers(None, environ={}):

@@ -9,7 +9,7 @@ and said on the replay's first line.
 The file is archived (content-addressed) and read as a stream; each row becomes a raw
 tweet keyed by its id, produced with an idempotent producer. A row that cannot become
 a tweet is dead-lettered at the source with its file, line and reason (the reasons are
-listed in the README, "Replaying dumps"). An id seen again within the dedupe window
+listed in docs/replay.md). An id seen again within the dedupe window
 with the same text is a duplicate, skipped and counted; with a different text it is an
 ``id conflict``, dead-lettered: two tweets never silently become one. Every run reconciles:
 rows read = produced + dead-lettered + duplicates skipped, so ``[OK]`` means no row was

@@ -2,8 +2,8 @@
 
 Precedence: explicit overrides (tests, CLI flags) > environment > optional YAML config
 file (``DALLOSH_CONFIG``, keys are the lowercase names without the prefix) > defaults.
-The README's configuration table is generated from :data:`SETTINGS` and a test keeps
-it in sync, so a new setting is documented the moment it is added here.
+The configuration table of ``docs/configuration.md`` is generated from :data:`SETTINGS`
+and a test keeps it in sync, so a new setting is documented the moment it is added here.
 
 Each setting has a parser that refuses what cannot work (a log level logging does not
 know, a share above 1, a topic name Kafka refuses, a retention that overflows
@@ -137,6 +137,16 @@ def _log_level(raw: str) -> str:
     if level not in LOG_LEVELS:
         raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
     return level
+
+
+LOCAL_MODEL_RUNTIMES = ("auto", "onnx", "torch")
+
+
+def _local_model_runtime(raw: str) -> str:
+    runtime = raw.strip().lower()
+    if runtime not in LOCAL_MODEL_RUNTIMES:
+        raise ValueError(f"must be one of {', '.join(LOCAL_MODEL_RUNTIMES)}")
+    return runtime
 
 
 def _http_url(raw: str, *, bare_host_ok: bool = False) -> str:
@@ -350,6 +360,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "there the cascade falls back to the degraded rules."),
     SettingSpec("local_model_threads", 2, _positive_int,
                 "CPU threads of local-model inference and training (torch)."),
+    SettingSpec("local_model_runtime", "auto", _local_model_runtime,
+                "How workers run the local model: `onnx` (onnxruntime, the artifact's checked "
+                "export, torch never imported), `torch`, or `auto`: torch where it is installed "
+                "and the CPU computes bf16 natively (AVX512-BF16/AMX: faster there), else onnx."),
     SettingSpec("local_escalate_below", 0.0, _confidence,
                 "Local-first mode when > 0: the local model answers first and only items whose "
                 "calibrated confidence is below this go up to the cloud/on-prem providers. "
@@ -511,6 +525,7 @@ class Settings:
     sink_batch_size: int
     local_model: Path | None
     local_model_threads: int
+    local_model_runtime: str
     local_escalate_below: float
     sink_max_wait: float
     sink_max_backoff_s: float
@@ -575,7 +590,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
     for old_name, (new_name, why) in RENAMED.items():
         if ENV_PREFIX + old_name.upper() in environ:
             raise SettingsError(f"{ENV_PREFIX}{old_name.upper()} was replaced by "
-                                f"{_SPECS[new_name].env_var} ({why}; see README, Configuration)")
+                                f"{_SPECS[new_name].env_var} ({why}; see docs/configuration.md)")
 
     raw: dict[str, Any] = {}
     config_path = overrides.get("config") or environ.get(_SPECS["config"].env_var)
@@ -666,7 +681,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 
 
 def settings_table_markdown() -> str:
-    """The README configuration table (kept in sync by a test)."""
+    """The configuration table of docs/configuration.md (kept in sync by a test)."""
     rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
     for spec in SETTINGS:
         default = "" if spec.default in (None, "") else f"`{spec.default}`"

@@ -26,6 +26,15 @@ Brand file section (see ``stream_app/clean/brands/free.yaml``)::
         0: {description: "...", examples: [...]}    # MIN_PRIORITY_EXAMPLES or more
         1: {description: "...", examples: [...]}
         2: {description: "...", examples: [...]}
+      labelled_examples: free_examples.csv  # optional, next to the brand file
+
+``labelled_examples`` is a CSV (``text`` and any of ``sentiment``, ``priority``,
+``topic``; an empty cell leaves that label out) of more tweets labelled by the brand's
+team. The handful of examples per topic above is enough for the prompt and for a
+usable local tier; a few hundred labelled tweets are what lifts the local tier above
+the rules on tweets written by other people (README, "The local model tier", has the
+measured difference). The local tier trains on them (sentiment too); the prompt and
+the rules do not read them.
 
 A mistake in it (an unknown key, a topic without enough examples, a missing team) is
 one :class:`TaxonomyError` naming the file and the place.
@@ -40,8 +49,10 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from importlib import resources
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
+
+from stream_app.classify.types import SENTIMENTS
 
 MIN_TOPIC_EXAMPLES = 8
 MIN_PRIORITY_EXAMPLES = 6
@@ -53,6 +64,7 @@ MAX_KEYWORD_WEIGHT = 5.0
 _TOPIC_KEYS = {"name", "team", "description", "examples", "keywords", "urgent", "negated_verbs",
                "services"}
 _PRIORITY_KEYS = {"description", "examples"}
+LABEL_COLUMNS = ("sentiment", "priority", "topic")
 
 
 class TaxonomyError(ValueError):
@@ -83,9 +95,22 @@ class PriorityLevel:
 
 
 @dataclass(frozen=True)
+class LabelledExample:
+    """One row of the brand's ``labelled_examples`` file; ``None``: label not given."""
+    text: str
+    sentiment: str | None
+    priority: int | None
+    topic: str | None
+
+
+@dataclass(frozen=True)
 class Taxonomy:
     topics: tuple[Topic, ...]
     priorities: tuple[PriorityLevel, ...]   # levels 0, 1, 2 in order
+    # Only the local tier reads these (and :func:`fewshot.taxonomy_fingerprint` hashes
+    # them): left out of equality and hashing, so the rules compiled per taxonomy are
+    # not keyed on hundreds of rows.
+    labelled: tuple[LabelledExample, ...] = field(default=(), compare=False, hash=False)
 
     @property
     def topic_names(self) -> tuple[str, ...]:
@@ -114,7 +139,7 @@ class Taxonomy:
     def with_teams(self, teams: Mapping[str, str]) -> Taxonomy:
         """The same taxonomy routed by ``teams`` (topic -> team) where it names a topic."""
         return Taxonomy(tuple(replace(t, team=teams.get(t.name) or t.team) for t in self.topics),
-                        self.priorities)
+                        self.priorities, self.labelled)
 
 
 @lru_cache(maxsize=4)
@@ -123,20 +148,68 @@ def builtin_taxonomy(brand: str = "free") -> Taxonomy:
     default vocabulary of code that is given none)."""
     import yaml  # the brand files are YAML; importing it here keeps this module light
 
-    entry = resources.files("stream_app.clean").joinpath("brands", f"{brand}.yaml")
-    data = yaml.safe_load(entry.read_text(encoding="utf-8"))
-    return parse_taxonomy(data.get("taxonomy"), f"built-in brand {brand}")
+    folder = resources.files("stream_app.clean").joinpath("brands")
+    data = yaml.safe_load(folder.joinpath(f"{brand}.yaml").read_text(encoding="utf-8"))
+    return parse_taxonomy(data.get("taxonomy"), f"built-in brand {brand}", folder)
 
 
-def parse_taxonomy(data: Any, source: str) -> Taxonomy:
-    """The ``taxonomy`` section of a brand file (already YAML-decoded)."""
+def parse_taxonomy(data: Any, source: str, folder: Any = None) -> Taxonomy:
+    """The ``taxonomy`` section of a brand file (already YAML-decoded); ``folder`` (a
+    path or an importlib resource) holds the files it names (``labelled_examples``)."""
     where = f"{source}: taxonomy"
     if not isinstance(data, Mapping):
         raise TaxonomyError(f"{where} must be a mapping with `topics` and `priorities`")
-    _no_unknown(data, {"topics", "priorities"}, where)
+    _no_unknown(data, {"topics", "priorities", "labelled_examples"}, where)
     topics = _topics(data.get("topics"), where)
     priorities = _priorities(data.get("priorities"), where)
-    return Taxonomy(topics, priorities)
+    taxonomy = Taxonomy(topics, priorities)
+    if data.get("labelled_examples") is not None:
+        taxonomy = replace(taxonomy, labelled=_labelled(data["labelled_examples"], folder, taxonomy, where))
+    return taxonomy
+
+
+def _labelled(name: Any, folder: Any, taxonomy: Taxonomy, where: str) -> tuple[LabelledExample, ...]:
+    """The rows of the ``labelled_examples`` CSV; the first bad cell is one error."""
+    import csv
+
+    at = f"{where}.labelled_examples"
+    if not isinstance(name, str) or not name.strip():
+        raise TaxonomyError(f"{at} must be a CSV file name (relative to the brand file)")
+    if folder is None:
+        raise TaxonomyError(f"{at}: a brand given as text cannot name files; give the brand file's path")
+    try:
+        text = folder.joinpath(name).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TaxonomyError(f"{at}: {name} is not UTF-8 (byte {exc.start}); a spreadsheet saves it "
+                            "as \"CSV UTF-8\"") from None
+    except OSError as exc:
+        raise TaxonomyError(f"{at}: cannot read {name} ({exc.strerror or exc})") from None
+    reader = csv.DictReader(text.splitlines())
+    columns = set(reader.fieldnames or ())
+    present = [c for c in LABEL_COLUMNS if c in columns]
+    if "text" not in columns or not present:
+        hint = ("; it looks semicolon- or tab-separated: export it as CSV (comma-separated)"
+                if any(d in "".join(columns) for d in ";\t") else "")
+        raise TaxonomyError(f"{at}: {name} needs a `text` column and at least one of "
+                            f"{', '.join(LABEL_COLUMNS)} (found {', '.join(sorted(columns)) or 'none'}){hint}")
+    topics = set(taxonomy.topic_names)
+    rows = []
+    for line, record in enumerate(reader, start=2):
+        tweet = (record.get("text") or "").strip()
+        if not tweet:
+            continue
+        cells = {c: (record.get(c) or "").strip().lower() for c in present}
+        for column, allowed in (("sentiment", SENTIMENTS), ("priority", ("0", "1", "2")),
+                                ("topic", topics)):
+            if cells.get(column) and cells[column] not in allowed:
+                raise TaxonomyError(f"{at}: {name}, line {line}: {column} {cells[column]!r} is not one "
+                                    f"of {', '.join(sorted(allowed))}")
+        priority = cells.get("priority")
+        rows.append(LabelledExample(tweet, cells.get("sentiment") or None,
+                                    int(priority) if priority else None, cells.get("topic") or None))
+    if not rows:
+        raise TaxonomyError(f"{at}: {name} has no labelled row")
+    return tuple(rows)
 
 
 def _no_unknown(data: Mapping, known: set[str], where: str) -> None:
@@ -254,3 +327,33 @@ def _priorities(value: Any, where: str) -> tuple[PriorityLevel, ...]:
     if missing:
         raise TaxonomyError(f"{where}.priorities: level(s) {', '.join(missing)} missing")
     return tuple(levels[level] for level in PRIORITY_LEVELS)
+
+
+def taxonomy_to_dict(taxonomy: Taxonomy) -> dict:
+    """The brand-file form of ``taxonomy`` without its labelled examples (JSON-ready):
+    ``parse_taxonomy(taxonomy_to_dict(t), ...) == t``. A local-model artifact whose
+    topic head reads the rules' answer keeps the rules it learned with this way."""
+    topics = []
+    for t in taxonomy.topics:
+        entry: dict[str, Any] = {"name": t.name, "team": t.team, "description": t.description,
+                                 "examples": list(t.examples)}
+        if t.keyword_weights:
+            by_weight: dict[float, list[str]] = {}
+            for word, weight in t.keyword_weights:
+                by_weight.setdefault(weight, []).append(word)
+            entry["keywords"] = by_weight
+        for key in ("urgent", "negated_verbs", "services"):
+            value = getattr(t, key)
+            if value:
+                entry[key] = value if isinstance(value, bool) else list(value)
+        topics.append(entry)
+    return {"topics": topics,
+            "priorities": {p.level: {"description": p.description, "examples": list(p.examples)}
+                           for p in taxonomy.priorities}}
+
+
+def taxonomy_from_json(data: dict, source: str) -> Taxonomy:
+    """:func:`taxonomy_to_dict`'s output after a JSON round trip (whose keys are strings)."""
+    topics = [dict(t, keywords={float(w): words for w, words in t["keywords"].items()})
+              if "keywords" in t else t for t in data["topics"]]
+    return parse_taxonomy(dict(data, topics=topics), source)

@@ -1,4 +1,4 @@
-"""`dallosh bench sink` on a small scale: the figures the README quotes come from this
+"""`dallosh bench sink` on a small scale: the figures docs/delivery.md quotes come from this
 code, so it must count right (real broker, real worker processes, chdb)."""
 from pathlib import Path
 

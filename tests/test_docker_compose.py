@@ -161,13 +161,6 @@ def exposed_metric_names() -> set[str]:
     return names
 
 
-def github_anchor(heading: str) -> str:
-    """The anchor GitHub gives a Markdown heading."""
-    text = re.sub(r"[`*_\[\]()]", "", heading.strip().lower())
-    text = re.sub(r"[^\w\- ]", "", text)
-    return text.replace(" ", "-")
-
-
 # --------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
@@ -402,17 +395,17 @@ def test_metric_name_extraction_catches_unknown_names():
     assert promql_metric_names(expr) - known - {"up"} == {"dallosh_messages_in"}
 
 
-def test_alert_rules_are_annotated_with_a_readme_runbook(alert_rules):
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    anchors = {github_anchor(m) for m in re.findall(r"^#+\s+(.+?)\s*#*$", readme, re.MULTILINE)}
+def test_alert_rules_are_annotated_with_a_runbook(alert_rules):
+    from tests.project_docs import RUNBOOKS, anchors
+    headings = anchors(RUNBOOKS)
     for rule in alert_rules:
         annotations = rule.get("annotations") or {}
         assert annotations.get("summary") and annotations.get("description"), rule["alert"]
         page, _, anchor = annotations.get("runbook_url", "").partition("#")
-        assert page == "README.md" and anchor, f"{rule['alert']}: runbook_url must be README.md#..."
-        assert anchor in anchors, (
-            f"{rule['alert']}: README.md has no heading with anchor #{anchor} "
-            f"(e.g. `### Runbook: {rule['alert']}`)")
+        assert page == RUNBOOKS and anchor, f"{rule['alert']}: runbook_url must be {RUNBOOKS}#..."
+        assert anchor in headings, (
+            f"{rule['alert']}: {RUNBOOKS} has no heading with anchor #{anchor} "
+            f"(e.g. `## Runbook: {rule['alert']}`)")
 
 
 # --------------------------------------------------------------------------- promtool

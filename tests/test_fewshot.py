@@ -328,3 +328,24 @@ def test_the_first_run_subsample_keeps_every_label_of_a_file_grouped_by_label(tm
     counts = collections.Counter(row["sentiment"] for row in csv_module.DictReader(target.open()))
     assert sum(counts.values()) == 2400
     assert abs(counts["positive"] - 2400 * 1777 / 11456) <= 2
+
+
+def test_the_brand_labelled_tweets_train_every_head() -> None:
+    """The shipped brands' labelled tweets join the topic and priority examples and are
+    one source of the sentiment data, weighted above each generic source."""
+    from stream_app.local_model.fewshot import BRAND_SENTIMENT_SHARE, taxonomy_sets
+    from stream_app.local_model.train import LabelledRows
+    from stream_app.taxonomy import builtin_taxonomy
+    taxonomy = builtin_taxonomy("free")
+    sets = taxonomy_sets(taxonomy)
+    examples = sum(len(t.examples) for t in taxonomy.topics)
+    assert len(sets["topic"].texts) == examples + len(taxonomy.topics) + len(taxonomy.labelled)
+    extras = BrandTraining(BrandTaxonomy("free", "free", taxonomy)).sentiment_extras()
+    assert len(extras) == 1 and len(extras[0][0].texts) == len(taxonomy.labelled)
+    rows = LabelledRows(["a", "b", "c"], {"sentiment": ["negative"] * 3, "priority": [None] * 3,
+                                          "topic": [None] * 3},
+                        [{"path": "generic.csv"}], [0, 0, 0])
+    rows.add_extra(extras[0][0], extras[0][1])
+    weights = rows.weights()
+    generic, brand = weights[:3].sum(), weights[3:].sum()
+    assert brand == pytest.approx(BRAND_SENTIMENT_SHARE * generic, rel=1e-4)

@@ -26,7 +26,7 @@ from stream_app.cli import main
 from stream_app.local_model.datasets import fetch_datasets
 from stream_app.local_model.encoders import LocalModelError, load_encoder
 from stream_app.local_model.evaluate import evaluate, load_predictor
-from stream_app.local_model.model import LocalModel
+from stream_app.local_model.model import LocalModel, load_local_model
 from stream_app.local_model.train import TrainConfig, read_training_csvs, train_model
 from stream_app.settings import load_settings
 
@@ -108,6 +108,10 @@ def test_artifact_round_trips_with_its_metadata(airline, artifact, encoder) -> N
     again = LocalModel.load(copy, encoder=encoder).probabilities(texts)["sentiment"]
     np.testing.assert_array_equal(first, again)
     assert np.allclose(first.sum(axis=1), 1.0, atol=1e-5)
+    # Only e5-small is exported to ONNX: a MiniLM artifact says so and loads through torch.
+    assert meta["onnx"] == {"error": "only the e5-small encoder is exported, not 'minilm'"}
+    assert not (artifact / "encoder.onnx").exists()
+    assert load_local_model(artifact).runtime == "torch"
 
 
 def test_inference_is_deterministic_and_batch_independent(airline, artifact, encoder) -> None:

@@ -9,8 +9,9 @@ import pytest
 
 from stream_app.settings import (SETTINGS, SettingsError, load_settings, settings_table_markdown,
                                  unknown_variable_warnings)
+from tests.project_docs import ROOT, read_doc
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+CONFIGURATION_DOC = "docs/configuration.md"  # holds the generated settings table
 
 
 def test_defaults_use_local_broker_and_embedded_clickhouse(tmp_path):
@@ -59,12 +60,12 @@ def test_as_env_round_trips(tmp_path):
     assert load_settings(environ=settings.as_env()) == settings
 
 
-def test_readme_documents_every_setting():
-    readme = README.read_text(encoding="utf-8")
-    assert settings_table_markdown() in readme, \
-        "README configuration table is stale: paste settings_table_markdown() output"
+def test_the_configuration_doc_documents_every_setting():
+    doc = read_doc(CONFIGURATION_DOC)
+    assert settings_table_markdown() in doc, \
+        f"{CONFIGURATION_DOC}: the settings table is stale: paste settings_table_markdown() output"
     for spec in SETTINGS:
-        assert spec.env_var in readme
+        assert spec.env_var in doc
 
 
 def test_a_renamed_setting_still_set_is_a_clear_error_not_silently_ignored():
@@ -78,6 +79,7 @@ def test_a_renamed_setting_still_set_is_a_clear_error_not_silently_ignored():
 # so a command stops before it starts a broker, a worker or a replay.
 
 BAD_VALUES = [
+    ("DALLOSH_LOCAL_MODEL_RUNTIME", "tensorflow", "must be one of auto, onnx, torch"),
     ("DALLOSH_METRICS_ADDR", "everywhere", "IP address"),
     ("DALLOSH_DATA_DIR", "{file}", "must be a folder"),
     ("DALLOSH_CACHE_DIR", "{file}", "must be a folder"),
@@ -264,7 +266,7 @@ READS = re.compile(r"""(?:environ(?:\.get)?\s*[\[(]\s*|getenv\(\s*|setenv\(\s*|_
 
 
 def test_every_dallosh_variable_the_repository_reads_is_a_setting_or_allowed():
-    root = README.parent
+    root = ROOT
     names: set[str] = set()
     for folder in ("stream_app", "connectors", "bench", "tests"):
         for path in (root / folder).rglob("*.py"):

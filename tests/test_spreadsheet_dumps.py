@@ -185,18 +185,18 @@ def test_recent_ids_tell_a_duplicate_from_a_conflict_within_a_bounded_window():
     assert len(recent) == 2 and recent.check("1", "facture", 7) is None
 
 
-# ----------------------------------------------------------------------------- README
+# ----------------------------------------------------------------------------- docs
 
-def readme_reasons() -> set[str]:
-    """The reason kinds the README's "Replaying dumps" table documents."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Replaying dumps", 1)[1].split("\n## ", 1)[0]
-    rows = [line.strip() for line in section.splitlines() if line.strip().startswith("| `")]
+def documented_reasons() -> set[str]:
+    """The reason kinds the dead-letter table of docs/replay.md documents."""
+    from tests.project_docs import section
+    text = section("docs/replay.md", "Messy input and dead letters")
+    rows = [line.strip() for line in text.splitlines() if line.strip().startswith("| `")]
     return {reason_kind(row.split("`")[1]) for row in rows}
 
 
 @pytest.mark.integration
-def test_the_readme_lists_exactly_the_reasons_the_replayer_writes(tmp_path, pipeline_settings):
+def test_the_docs_list_exactly_the_reasons_the_replayer_writes(tmp_path, pipeline_settings):
     import asyncio
 
     from connectors.csv_replay import ReplayOptions, replay_file
@@ -216,4 +216,4 @@ def test_the_readme_lists_exactly_the_reasons_the_replayer_writes(tmp_path, pipe
     path.write_text("id,created_at,text\n" + "\n".join(good + bad) + "\n", encoding="utf-8")
     result = asyncio.run(replay_file(path, pipeline_settings, ReplayOptions(show_progress=False)))
     assert result.reconciles and result.dead_lettered == len(bad)
-    assert set(result.dead_letter_reasons) == readme_reasons()
+    assert set(result.dead_letter_reasons) == documented_reasons()

@@ -90,3 +90,47 @@ def test_shipped_taxonomies_follow_the_spec(brand):
     texts = [e for t in taxonomy.topics for e in t.examples]
     assert len(texts) == len(set(texts)), "an example under two topics teaches nothing"
     assert taxonomy.priorities[0].description.startswith("Act now")
+
+
+# ------------------------------------------------------------------ labelled examples
+
+def _with_labelled(tmp_path: Path, csv_text: str) -> Taxonomy:
+    (tmp_path / "bank_examples.csv").write_text(csv_text, encoding="utf-8")
+    return parse_taxonomy(dict(BANK, labelled_examples="bank_examples.csv"), "bank.yaml", tmp_path)
+
+
+def test_labelled_examples_are_read_next_to_the_brand_file(tmp_path):
+    taxonomy = _with_labelled(tmp_path, "text,sentiment,priority,topic\n"
+                                        "\"my card was declined, again\",negative,1,cards\n"
+                                        "love the new app,Positive,,\n"
+                                        ",negative,0,fraud\n")
+    assert [(r.text, r.sentiment, r.priority, r.topic) for r in taxonomy.labelled] == [
+        ("my card was declined, again", "negative", 1, "cards"), ("love the new app", "positive", None, None)]
+    # the rows do not change what the rules are compiled for (equality and hash)
+    assert taxonomy == parse_taxonomy(BANK, "bank.yaml")
+
+
+@pytest.mark.parametrize("csv_text, message", [
+    ("text,sentiment\nhello,angry\n", r"bank_examples.csv, line 2: sentiment 'angry' is not one of"),
+    ("text,topic\nhello,mortgages\n", r"line 2: topic 'mortgages' is not one of app_login, cards"),
+    ("text,priority\nhello,3\n", r"line 2: priority '3' is not one of 0, 1, 2"),
+    ("tweet,topic\nhello,cards\n", r"needs a `text` column and at least one of sentiment, priority, topic"),
+    ("text,topic\n", r"has no labelled row"),
+])
+def test_a_bad_labelled_examples_file_is_one_clear_error(tmp_path, csv_text, message):
+    with pytest.raises(TaxonomyError, match=message):
+        _with_labelled(tmp_path, csv_text)
+
+
+def test_a_missing_labelled_examples_file_is_one_clear_error(tmp_path):
+    with pytest.raises(TaxonomyError, match=r"labelled_examples: cannot read nowhere.csv"):
+        parse_taxonomy(dict(BANK, labelled_examples="nowhere.csv"), "bank.yaml", tmp_path)
+
+
+@pytest.mark.parametrize("brand", ["free", "airline"])
+def test_the_shipped_brands_carry_their_labelled_tweets(brand):
+    taxonomy = builtin_taxonomy(brand)
+    assert len(taxonomy.labelled) > 1000
+    for label in ("sentiment", "priority", "topic"):
+        assert all(getattr(r, label) is not None for r in taxonomy.labelled), label
+    assert {r.topic for r in taxonomy.labelled} == set(taxonomy.topic_names)

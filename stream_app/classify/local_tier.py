@@ -7,6 +7,11 @@ given the model's sentiment so that priority stays consistent with it. Topics an
 are the brand's taxonomy's (the rules compiled for it; team follows topic). Inference runs
 in a worker thread so the event loop keeps serving Kafka while the CPU encodes.
 
+The model runs on onnxruntime when the artifact has an ONNX export (every save writes
+one once it agrees with the torch model: :mod:`stream_app.local_model.onnx_export`);
+torch is then never imported by the worker. An artifact without an export loads
+through torch, and the worker's log says so.
+
 Topic and priority heads are only used for the taxonomy they were trained for: the
 artifact records the brand and a hash of its taxonomy (``dallosh train --brand``), and
 heads trained for another taxonomy than the configured brand's are dropped at load
@@ -28,7 +33,7 @@ from stream_app.classify.rules import DEFAULT_TAXONOMY, compile_rules
 from stream_app.classify.types import Item, Label, Outcome
 from stream_app.records import ProviderCall, iso, utc_now
 
-if TYPE_CHECKING:  # torch is imported only by a worker that has a model to load
+if TYPE_CHECKING:  # torch is imported only by a worker whose artifact has no ONNX export
     from stream_app.local_model.fewshot import BrandTaxonomy
     from stream_app.local_model.model import LocalModel, Prediction
     from stream_app.taxonomy import Taxonomy
@@ -45,7 +50,7 @@ class LocalModelTier:
         self.taxonomy = (taxonomy or DEFAULT_TAXONOMY).with_teams(teams or {})
         self.model, self.teams = model, dict(self.taxonomy.teams)
         self.rules = compile_rules(self.taxonomy)
-        self._lock = asyncio.Lock()  # one inference at a time: torch threads are the bound
+        self._lock = asyncio.Lock()  # one inference at a time: its threads are the bound
 
     async def __call__(self, items: Sequence[Item], run_id: str = "") -> tuple[list[Outcome], ProviderCall]:
         started = time.perf_counter()
@@ -81,7 +86,7 @@ def local_model_present(artifact: Path | None) -> bool:
 
 
 def load_local_tier(artifact: Path | None, threads: int,
-                    brand: BrandTaxonomy | None = None) -> LocalModelTier | None:
+                    brand: BrandTaxonomy | None = None, runtime: str = "auto") -> LocalModelTier | None:
     """The tier for ``artifact`` when one is configured and present; ``None`` otherwise
     (the cascade then falls from the providers straight to the degraded rules).
     ``brand``: the configured brand's taxonomy; topic/priority heads trained for
@@ -91,8 +96,9 @@ def load_local_tier(artifact: Path | None, threads: int,
     from stream_app.local_model.fewshot import taxonomy_mismatch
     from stream_app.local_model.model import load_local_model
     started = time.perf_counter()
-    model = load_local_model(artifact, threads=threads)
-    log.info("local model %s loaded from %s in %.1fs", model.name, artifact, time.perf_counter() - started)
+    model = load_local_model(artifact, threads=threads, runtime=runtime)
+    log.info("local model %s loaded from %s in %.1fs (%s)", model.name, artifact,
+             time.perf_counter() - started, getattr(model, "runtime", "torch"))
     why = taxonomy_mismatch(model.meta, brand)
     if why is not None:
         log.warning("local model %s: topic and priority heads not used: %s; the rules answer topic "

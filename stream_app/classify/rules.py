@@ -79,12 +79,12 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Iterator, Mapping
 
+from stream_app.classify.types import SENTIMENTS
 from stream_app.taxonomy import FALLBACK_TOPIC, Taxonomy, builtin_taxonomy
 
 __all__ = ["SENTIMENTS", "TOPICS", "DEFAULT_TEAMS", "DEFAULT_TAXONOMY", "RuleClassification",
            "RuleSet", "classify_text", "compile_rules"]
 
-SENTIMENTS = ("negative", "neutral", "positive")
 # The vocabulary of code given no taxonomy: the built-in ``free`` brand's.
 DEFAULT_TAXONOMY: Taxonomy = builtin_taxonomy("free")
 TOPICS: tuple[str, ...] = DEFAULT_TAXONOMY.topic_names

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Any
 from importlib import resources
 from pathlib import Path
 
@@ -82,16 +83,19 @@ def load_brand(settings: Settings, spec: str | Path | None = None) -> BrandConfi
         if not entry.is_file():
             raise SettingsError(f"{source}: no such built-in brand (built in: "
                                 f"{', '.join(BUILTIN_BRANDS)}); or give your own brand YAML file")
-        text = entry.read_text(encoding="utf-8")
+        text, folder = entry.read_text(encoding="utf-8"), entry.parent
     else:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise SettingsError(f"{source}: cannot read ({exc.strerror or exc})") from None
-    return parse_brand(text, source)
+        folder = path.parent
+    return parse_brand(text, source, folder)
 
 
-def parse_brand(text: str, source: str) -> BrandConfig:
+def parse_brand(text: str, source: str, folder: Any = None) -> BrandConfig:
+    """A brand file's text; ``folder`` holds the files it names (the taxonomy's
+    ``labelled_examples``): the brand file's directory."""
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -116,7 +120,7 @@ def parse_brand(text: str, source: str) -> BrandConfig:
                             "descriptions and examples, and its priorities 0-2; see "
                             "stream_app/clean/brands/free.yaml)")
     try:
-        taxonomy = parse_taxonomy(data["taxonomy"], source)
+        taxonomy = parse_taxonomy(data["taxonomy"], source, folder)
     except TaxonomyError as exc:
         raise SettingsError(str(exc)) from None
     config = BrandConfig(

@@ -60,6 +60,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 from urllib.parse import urljoin, urlsplit
 
+from stream_app.classify.types import SENTIMENTS
+
 if TYPE_CHECKING:
     import httpx
 
@@ -72,7 +74,6 @@ __all__ = [
 
 MANIFEST_VERSION = 1
 TEST_PERCENT = 20
-SENTIMENTS = ("negative", "neutral", "positive")
 CSV_COLUMNS = ("text", "sentiment", "lang", "source")
 DATASETS = ("airline_en", "english_tweets", "french_reviews")
 

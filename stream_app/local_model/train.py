@@ -37,14 +37,14 @@ from stream_app.local_model.encoders import (DEFAULT_ENCODER, E5_QUERY_PREFIX, E
                                              load_encoder)
 from stream_app.local_model.evaluate import expected_calibration_error, normalise_label
 from stream_app.local_model.fewshot import (CORRECTION, DEFAULT_METHOD, BrandTaxonomy, LabelledSet,
-                                            train_brand_heads)
+                                            labelled_sentiment, train_brand_heads)
 from stream_app.local_model.finetune import TuneConfig, fine_tune
 from stream_app.local_model.model import Head, HeadSpec, LocalModel
 
 Tick = Callable[[int, int], None]  # (texts encoded so far, texts to encode) - progress bars
 
 HEADS = ("sentiment", "priority", "topic")
-# e5-small's defaults, chosen on held-out airline and French data (README, "Local model"):
+# e5-small's defaults, chosen on held-out airline and French data (docs/local-model.md):
 # 8 of its 12 layers (1.5x faster), the top 4 of them fine-tuned.
 E5_LAYERS, E5_TUNED_LAYERS = 8, 4
 
@@ -110,9 +110,12 @@ class LabelledRows:
         return added
 
     def weights(self) -> np.ndarray:
-        """:func:`source_weights`, and an analyst's correction above any other row."""
-        from stream_app.local_model.fewshot import CORRECTION_WEIGHT
+        """:func:`source_weights`, the brand's own labelled tweets above a generic source,
+        and an analyst's correction above any other row."""
+        from stream_app.local_model.fewshot import BRAND_SENTIMENT_SHARE, CORRECTION_WEIGHT, EXAMPLE
         weights = source_weights(self.source_of)
+        brand = np.array([self.sources[i].get("kind") == EXAMPLE for i in self.source_of])
+        weights[brand] *= BRAND_SENTIMENT_SHARE
         corrected = np.array([self.sources[i].get("kind") == CORRECTION for i in self.source_of])
         if corrected.any() and (~corrected).any():
             weights[corrected] = CORRECTION_WEIGHT * weights[~corrected].max()
@@ -295,10 +298,16 @@ class BrandTraining:
     compare: tuple[str, ...] = ()
 
     def sentiment_extras(self) -> list[tuple[LabelledSet, str]]:
+        """Sentiment rows beyond the CSVs: the brand's labelled examples, then the
+        extras (store, corrections), one source per kind."""
+        out = []
+        if self.brand.taxonomy is not None:
+            labelled = labelled_sentiment(self.brand.taxonomy)
+            if labelled.texts:
+                out.append((labelled, f"<brand {self.brand.brand} labelled_examples>"))
         extra = (self.extras or {}).get("sentiment")
         if extra is None or not extra.texts:
-            return []
-        out = []
+            return out
         for kind in dict.fromkeys(extra.kinds):
             part = LabelledSet()
             for text, label, k in zip(extra.texts, extra.labels, extra.kinds):
