@@ -1,5 +1,7 @@
 # The `dallosh` command in a container: the image of the worker-pipeline and sink
-# services of docker-compose.yml (`docker compose build`), usable for any subcommand:
+# services of docker-compose.yml (`docker compose build`), usable for any subcommand but
+# `train` (the base install: no torch; the local model runs from its ONNX export;
+# Dockerfile.train is the training image):
 #   docker run --rm dallosh-stream:local worker --role sink
 # Pinned (not a floating tag) so that a rebuild gets the same base; bump deliberately.
 FROM python:3.11.13-slim-bookworm

@@ -1,5 +1,6 @@
 # The two commands of the README:
-#   make demo   installs into .venv, then runs `dallosh demo` on embedded defaults
+#   make demo   installs into .venv (with the `train` extra: the demo trains the first-run
+#               local model), then runs `dallosh demo` on embedded defaults
 #   make test   installs into .venv, then runs the whole test suite (it starts and
 #               stops its own Kafka broker; nothing else needs to be running)
 PYTHON ?= python3
@@ -13,7 +14,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + ")")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,train]'
 	@touch $@
 
 install: $(STAMP)

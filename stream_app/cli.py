@@ -484,9 +484,14 @@ def train_command(data_args: tuple[str, ...], encoder: str, out_dir: Path | None
     with an artifact already at --out, only the brand's heads (seconds)."""
     from dataclasses import asdict
 
+    from stream_app.local_model.encoders import LocalModelError, require_torch
+    try:
+        require_torch("`dallosh train`")
+    except LocalModelError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
     from stream_app.local_model import extra_data
     from stream_app.local_model.datasets import DatasetError
-    from stream_app.local_model.encoders import LocalModelError
     from stream_app.local_model.fewshot import METHODS, brand_taxonomy
     from stream_app.local_model.model import read_model_meta
     from stream_app.local_model.onnx_export import describe as describe_onnx

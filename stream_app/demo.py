@@ -160,13 +160,19 @@ def describe_classifier(settings: Settings, first_run: bool = False) -> str:
     elif local_model_present(settings.local_model):
         local = f"local model {settings.local_model}"
     else:
-        local = f"no local model at {settings.local_model} (`dallosh train` makes one)"
+        from stream_app.local_model.encoders import TRAIN_EXTRA, torch_installed
+        how = "`dallosh train` makes one" if torch_installed() else f"{TRAIN_EXTRA}, then `dallosh train`"
+        local = f"no local model at {settings.local_model} ({how})"
     return f"Classifier: {providers}; {local}; degraded rules as the last resort"
 
 
 def needs_first_run_model(settings: Settings) -> bool:
+    """No model is cached where the workers look, and this install can train one (the
+    base install, without torch, runs models but does not train them)."""
     from stream_app.classify.local_tier import local_model_present
-    return settings.local_model is not None and not local_model_present(settings.local_model)
+    from stream_app.local_model.encoders import torch_installed
+    return (settings.local_model is not None and not local_model_present(settings.local_model)
+            and torch_installed())
 
 
 def train_first_run(settings: Settings, say: Say, rows: dict[str, int] | None = None) -> bool:

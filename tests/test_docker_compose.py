@@ -241,8 +241,12 @@ def test_built_services_have_their_dockerfile(compose):
         assert dockerfile.is_file(), f"{name}: {dockerfile} does not exist"
 
 
-def test_dockerfile_copies_existing_paths_and_runs_dallosh_unprivileged():
-    lines = (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
+DOCKERFILES = ("Dockerfile", "Dockerfile.train")  # the workers' image, the training image
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_dockerfile_copies_existing_paths_and_runs_dallosh_unprivileged(dockerfile):
+    lines = (ROOT / dockerfile).read_text(encoding="utf-8").splitlines()
     copies = [line.split()[1:] for line in lines if line.startswith("COPY ")]
     assert copies
     for args in copies:
@@ -712,10 +716,10 @@ def test_images_and_the_grafana_plugin_are_pinned(compose):
 
 # --------------------------------------------------------------------------- the image's build context
 
-def dockerfile_copies() -> list[tuple[list[str], str]]:
+def dockerfile_copies(dockerfile: str = "Dockerfile") -> list[tuple[list[str], str]]:
     """``(sources, destination)`` of the Dockerfile's COPY lines (no --from stages)."""
     copies = []
-    for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines():
+    for line in (ROOT / dockerfile).read_text(encoding="utf-8").splitlines():
         if not line.startswith("COPY "):
             continue
         args = line.split()[1:]
@@ -726,7 +730,8 @@ def dockerfile_copies() -> list[tuple[list[str], str]]:
 
 
 @pytest.mark.timeout(300)
-def test_the_package_builds_from_exactly_what_the_dockerfile_copies(tmp_path):
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_the_package_builds_from_exactly_what_the_dockerfile_copies(tmp_path, dockerfile):
     """`docker build` runs `pip install .` on what the COPY lines put in /src: build the
     wheel from a folder holding exactly that (no Docker engine needed), so a package
     listed in pyproject.toml but not copied (``bench`` was) fails here, not at deploy."""
@@ -734,7 +739,7 @@ def test_the_package_builds_from_exactly_what_the_dockerfile_copies(tmp_path):
 
     context = tmp_path / "src"
     context.mkdir()
-    for sources, destination in dockerfile_copies():
+    for sources, destination in dockerfile_copies(dockerfile):
         for source in sources:
             origin = ROOT / source
             target = context / destination

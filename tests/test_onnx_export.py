@@ -189,3 +189,16 @@ def test_the_runtime_setting_picks_what_workers_load(artifact, monkeypatch) -> N
     assert load_local_model(artifact).runtime == "onnx"
     monkeypatch.setattr(model_module, "native_bf16_cpu", lambda: True)
     assert load_local_model(artifact).runtime == "torch"
+
+
+def test_the_base_install_without_torch_says_what_to_install(tmp_path, monkeypatch) -> None:
+    """Without the `train` extra: `dallosh train` is one error line naming the extra, and
+    the demo does not try to train the first-run model (the rules classify instead)."""
+    from stream_app import demo
+    from stream_app.local_model import encoders
+    monkeypatch.setattr(encoders, "torch_installed", lambda: False)
+    result = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2 and result.output.startswith("error: `dallosh train` needs torch")
+    assert "dallosh-stream[train]" in result.output and "Traceback" not in result.output
+    settings = load_settings(environ={"DALLOSH_LOCAL_MODEL": str(tmp_path / "none")})
+    assert demo.needs_first_run_model(settings) is False

@@ -39,6 +39,23 @@ class LocalModelError(RuntimeError):
     """A model, encoder or artifact cannot be loaded or used (a user-facing message)."""
 
 
+TRAIN_EXTRA = "pip install 'dallosh-stream[train]'"
+
+
+def torch_installed() -> bool:
+    """torch is importable (the `train` extra), checked without importing it."""
+    import importlib.util
+    return importlib.util.find_spec("torch") is not None
+
+
+def require_torch(what: str) -> None:
+    """One clear error where the base install (no torch) is asked to train or to run a
+    model through torch."""
+    if not torch_installed():
+        raise LocalModelError(f"{what} needs torch, which the base install leaves out: {TRAIN_EXTRA} "
+                              "(or `make install`)")
+
+
 class Encoder(Protocol):
     spec: str
     dim: int

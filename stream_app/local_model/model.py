@@ -42,7 +42,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from stream_app.local_model.encoders import E5_QUERY_PREFIX, Encoder, LocalModelError, load_encoder
+from stream_app.local_model.encoders import (E5_QUERY_PREFIX, Encoder, LocalModelError, load_encoder,
+                                             require_torch)
 from stream_app.local_model.fewshot import RULES_INPUT
 
 log = logging.getLogger(__name__)
@@ -395,8 +396,8 @@ def choose_runtime(runtime: str = "auto") -> str:
     as torch fp32, a third of its memory, a seventh of its load time, no torch needed)."""
     if runtime != "auto":
         return runtime
-    import importlib.util
-    return "torch" if importlib.util.find_spec("torch") is not None and native_bf16_cpu() else "onnx"
+    from stream_app.local_model.encoders import torch_installed
+    return "torch" if torch_installed() and native_bf16_cpu() else "onnx"
 
 
 def load_local_model(directory: str | Path, threads: int = 2, runtime: str = "auto"):
@@ -409,17 +410,20 @@ def load_local_model(directory: str | Path, threads: int = 2, runtime: str = "au
         meta = read_model_meta(directory)
         runtime = choose_runtime(runtime)
         if runtime == "torch":
+            require_torch(f"DALLOSH_LOCAL_MODEL_RUNTIME=torch ({directory})")
             log.info("local model %s: running through torch (DALLOSH_LOCAL_MODEL_RUNTIME)", directory)
             return LocalModel.load(directory, threads=threads)
         if has_onnx_export(directory, meta) and onnxruntime_available():
             return LocalModel.load(directory, threads=threads, runtime="onnx")
         why = ((meta.get("onnx") or {}).get("error") or "trained before ONNX exports existed"
                if not has_onnx_export(directory, meta) else "onnxruntime is not installed")
+        require_torch(f"local model {directory}, which has no usable ONNX export ({why}),")
         log.info("local model %s: no usable ONNX export (%s); loading it through torch "
                  "(retrain or re-save it with `dallosh train` to get one)", directory, why)
         return LocalModel.load(directory, threads=threads)
     from stream_app.local_model.checkpoint import SequenceClassifierModel, is_sequence_classifier
     if is_sequence_classifier(directory):
+        require_torch(f"the Hugging Face checkpoint {directory}")
         return SequenceClassifierModel(directory, threads=threads)
     raise LocalModelError(f"{directory} is neither a local-model artifact (no {MODEL_FILE}; "
                           "`dallosh train` makes one) nor a Hugging Face sequence-classification "
