@@ -167,8 +167,14 @@ log4j.logger.state.change.logger=WARN
 
 
 def _new_cluster_id() -> str:
-    # Same shape as `kafka-storage random-uuid`: URL-safe base64 of 16 random bytes.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """Same shape as `kafka-storage random-uuid`: URL-safe base64 of 16 random bytes, and,
+    like Kafka's own ``Uuid.randomUuid``, never starting with "-": the storage tool's
+    argument parser reads ``-t -Abc...`` as a missing cluster id (one format in 64 failed,
+    seen in CI)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 # --------------------------------------------------------------------------- process
@@ -263,7 +269,9 @@ def _format_storage(java: str, classpath: str, paths: BrokerPaths, progress: Pro
     progress("Formatting KRaft storage (first start of this data dir)...")
     result = subprocess.run(
         [java, "-Xmx256m", f"-Dlog4j.configuration=file:{paths.log4j}", "-cp", classpath,
-         "kafka.tools.StorageTool", "format", "-t", paths.cluster_id.read_text().strip(),
+         "kafka.tools.StorageTool", "format",
+         # one argument: an id written before ids avoided a leading "-" still parses
+         f"--cluster-id={paths.cluster_id.read_text().strip()}",
          "-c", str(paths.config), "--ignore-formatted"],
         capture_output=True, text=True)
     if result.returncode != 0:
