@@ -32,8 +32,8 @@ Brand file section (see ``stream_app/clean/brands/free.yaml``)::
 ``topic``; an empty cell leaves that label out) of more tweets labelled by the brand's
 team. The handful of examples per topic above is enough for the prompt and for a
 usable local tier; a few hundred labelled tweets are what lifts the local tier above
-the rules on tweets written by other people (README, "The local model tier", has the
-measured difference). The local tier trains on them (sentiment too); the prompt and
+the rules on tweets written by other people (docs/local-model.md has the measured
+difference). The local tier trains on them (sentiment too); the prompt and
 the rules do not read them.
 
 A mistake in it (an unknown key, a topic without enough examples, a missing team) is

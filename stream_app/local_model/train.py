@@ -104,8 +104,7 @@ class LabelledRows:
                 self.labels[head].append(None)
             added += 1
         if added:
-            digest = hashlib.sha256("\x1f".join(extra.texts + extra.labels).encode()).hexdigest()
-            self.sources.append({"path": source, "sha256": digest, "rows_used": added,
+            self.sources.append({"path": source, "sha256": extra_digest(extra), "rows_used": added,
                                  "kind": extra.kinds[0] if extra.kinds else ""})
         return added
 
@@ -120,6 +119,11 @@ class LabelledRows:
         if corrected.any() and (~corrected).any():
             weights[corrected] = CORRECTION_WEIGHT * weights[~corrected].max()
         return weights
+
+
+def extra_digest(extra: LabelledSet) -> str:
+    """What a training artifact records of a set of extra sentiment rows (``data``)."""
+    return hashlib.sha256("\x1f".join(extra.texts + extra.labels).encode()).hexdigest()
 
 
 def _label_for(head: str, value: str) -> str | None:
@@ -374,7 +378,8 @@ def retrain_heads(artifact: Path, out_dir: Path, brand: BrandTraining, config: T
     """``--heads-only``: load ``artifact``, keep its encoder (the slow part) and sentiment
     head, learn the brand's topic and priority heads, save to ``out_dir``. Sentiment
     rows among the extras retrain the sentiment head too, on the artifact's recorded
-    training CSVs plus those rows (re-encoded: about a minute)."""
+    training CSVs plus those rows (re-encoded: about a minute), unless the artifact
+    already learned exactly those rows."""
     torch.set_num_threads(config.threads)
     started = time.perf_counter()
     model = LocalModel.load(artifact, threads=config.threads)
@@ -384,7 +389,12 @@ def retrain_heads(artifact: Path, out_dir: Path, brand: BrandTraining, config: T
     progress(f"reusing the encoder and sentiment head of {artifact} ({model.name}); loaded in "
              f"{time.perf_counter() - started:.1f}s")
     extras = brand.sentiment_extras()
-    if extras:
+    learned = {source.get("sha256") for source in model.meta.get("data", [])}
+    if extras and all(extra_digest(extra) in learned for extra, _ in extras):
+        # The brand's labelled tweets (and any other extras) are already in this
+        # sentiment head's data (the first run trained on them): no re-encoding.
+        progress("sentiment: the extra rows are already learned by this artifact's sentiment head")
+    elif extras:
         _retrain_sentiment(model, extras, config, progress)
     train_brand_heads(model, brand.brand, brand.extras, brand.method, brand.compare, progress)
     model.meta["heads_retrained_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
